@@ -1,0 +1,8 @@
+from pydantic import BaseModel
+
+
+class Balance(BaseModel):
+    balance: float
+    available: float
+    held: float
+    is_active: bool

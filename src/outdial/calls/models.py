@@ -1,0 +1,93 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from outdial.db import Base, BigInt, JSONType, UTCDateTime, utcnow
+
+
+class Call(Base):
+    """One call session (a room): a batch, a direct fan-out, or one campaign contact's call."""
+
+    __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_tenant_batch", "tenant_id", "batch_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    batch_id: Mapped[str | None] = mapped_column(String(200))
+    campaign_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    from_number: Mapped[str | None] = mapped_column(String(16))
+    call_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    post_call: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    calling_window: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    call_id: Mapped[str] = mapped_column(ForeignKey("calls.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int] = mapped_column(Integer)
+    transport: Mapped[str] = mapped_column(String(8))
+    identity: Mapped[str] = mapped_column(String(200))
+    from_number: Mapped[str | None] = mapped_column(String(16))
+    participant_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    telephony_leg_id: Mapped[str | None] = mapped_column(String(40))
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    hold_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInt, default=0)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    dialed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hangup_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TelephonyLeg(Base):
+    """The PSTN leg of a participant: what the provider knows the call by."""
+
+    __tablename__ = "telephony_legs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    provider: Mapped[str | None] = mapped_column(String(16))
+    provider_call_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DialJob(Base):
+    """One entry of the durable dial queue; the dialer claims, leases and finishes these."""
+
+    __tablename__ = "dial_jobs"
+    __table_args__ = (
+        Index("ix_dial_jobs_due", "status", "run_at"),
+        Index("ix_dial_jobs_tenant_status", "tenant_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    call_id: Mapped[str] = mapped_column(String(40))
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    to_number: Mapped[str] = mapped_column(String(16))
+    from_number: Mapped[str] = mapped_column(String(16))
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,177 @@
+"""The `outdial` command: run the service and administer tenants."""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outdial import migrate
+from outdial.billing import service as billing
+from outdial.config import get_settings
+from outdial.db import create_engine, create_sessionmaker
+from outdial.errors import OutdialError
+from outdial.tenants import service as tenants
+
+app = typer.Typer(help="outdial: outbound calling for AI voice agents.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Create and change tenants.", no_args_is_help=True)
+credits_app = typer.Typer(help="Top up tenants' credits.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(credits_app, name="credits")
+
+err = Console(stderr=True)
+T = TypeVar("T")
+
+Host = Annotated[str, typer.Option(help="Interface to listen on.")]
+Port = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+def _credits(value: str) -> Decimal:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{value!r} is not a number") from None
+    if not amount.is_finite() or amount < 0:
+        raise typer.BadParameter("must be a non-negative number")
+    return amount
+
+
+def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Bring the schema up to date, then run `work` in one committed transaction."""
+
+    async def run() -> T:
+        url = get_settings().database_url
+        await migrate.upgrade(url)
+        engine = create_engine(url)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except OutdialError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _print_json(value: object) -> None:
+    typer.echo(json.dumps(value))
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date."""
+    asyncio.run(migrate.upgrade(get_settings().database_url))
+    err.print("schema is up to date")
+
+
+@app.command()
+def serve(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    first_run_hint: Annotated[bool, typer.Option(hidden=True)] = False,
+) -> None:
+    """Serve the API (schema migrated first)."""
+    asyncio.run(migrate.upgrade(get_settings().database_url))
+    if first_run_hint:
+        _print_first_call_hint(host, port)
+    from outdial.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@app.command()
+def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+    """Serve the API only."""
+    from outdial.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def _print_first_call_hint(host: str, port: int) -> None:
+    base = f"http://{host}:{port}"
+    err.print(
+        f"""[bold]outdial[/bold] on {base} — API docs at {base}/docs
+
+Make a first call, from another shell:
+  KEY=$(.venv/bin/outdial tenant create --name demo --credits 100 | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+  curl -s -X POST {base}/v1/numbers -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{{"phone_number": "+15559990000"}}'
+  AGENT=$(curl -s -X POST {base}/v1/agents -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{{"name": "demo", "rate_per_minute": 0.1}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  curl -s -X POST {base}/v1/calls/batch -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "{{\\"agent_id\\": \\"$AGENT\\", \\"to\\": [\\"+15559990001\\", \\"+15559990002\\"]}}"
+"""  # noqa: E501
+    )
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Option(help="The tenant's name.")],
+    credits: Annotated[str, typer.Option(help="Starting credits.")] = "0",
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Concurrent calls at most [default: 50].")
+    ] = None,
+    calls_per_second: Annotated[
+        float | None, typer.Option(min=0.01, help="Dials per second per caller ID [default: 10].")
+    ] = None,
+) -> None:
+    """Create a tenant; prints {"tenant_id", "api_key"} as JSON."""
+    settings = get_settings()
+    amount = _credits(credits)
+
+    async def work(session: AsyncSession) -> tuple[str, str]:
+        tenant, key = await tenants.create_tenant(
+            session,
+            name=name,
+            max_concurrency=max_concurrency or settings.default_max_concurrency,
+            calls_per_second=calls_per_second or settings.default_calls_per_second,
+            credits_micros=billing.to_micros(amount),
+        )
+        return tenant.id, key
+
+    tenant_id, key = _in_transaction(work)
+    _print_json({"tenant_id": tenant_id, "api_key": key})
+
+
+@tenant_app.command("update")
+def tenant_update(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant to change.")],
+    max_concurrency: Annotated[int | None, typer.Option(min=1)] = None,
+    calls_per_second: Annotated[float | None, typer.Option(min=0.01)] = None,
+) -> None:
+    """Change a tenant's limits; prints them as JSON."""
+
+    async def work(session: AsyncSession) -> dict[str, object]:
+        tenant = await tenants.update_limits(
+            session,
+            tenant_id=tenant_id,
+            max_concurrency=max_concurrency,
+            calls_per_second=calls_per_second,
+        )
+        return {
+            "tenant_id": tenant.id,
+            "max_concurrency": tenant.max_concurrency,
+            "calls_per_second": tenant.calls_per_second,
+        }
+
+    _print_json(_in_transaction(work))
+
+
+@credits_app.command("add")
+def credits_add(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant to top up.")],
+    amount: Annotated[str, typer.Argument(help="Credits to add.")],
+) -> None:
+    """Add credits to a tenant; prints the new balance as JSON."""
+    micros = billing.to_micros(_credits(amount))
+
+    async def work(session: AsyncSession) -> int:
+        return await billing.add_credits(session, tenant_id=tenant_id, amount_micros=micros)
+
+    balance = _in_transaction(work)
+    _print_json({"tenant_id": tenant_id, "balance": billing.from_micros(balance)})

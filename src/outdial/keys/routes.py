@@ -1,0 +1,66 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from outdial.idempotency import idempotent
+from outdial.keys import service
+from outdial.keys.auth import AnyKey, SecretKey, Session
+from outdial.keys.models import ApiKey
+from outdial.keys.schemas import KeyCreate, KeyCreated, KeyOut, Me
+from outdial.pagination import Page, PageParams, page_of, page_params
+from outdial.tenants import service as tenants
+
+router = APIRouter(tags=["keys"])
+
+
+def key_out(key: ApiKey) -> KeyOut:
+    return KeyOut.model_validate(key, from_attributes=True)
+
+
+@router.post("/keys", status_code=201, response_model=KeyCreated)
+async def create_key(
+    request: Request, body: KeyCreate, session: Session, principal: SecretKey
+) -> JSONResponse:
+    """Create a secret or publishable key; the plaintext `key` is shown only here."""
+
+    async def create() -> KeyCreated:
+        key, plaintext = await service.create_key(session, tenant_id=principal.tenant_id, data=body)
+        return KeyCreated(**key_out(key).model_dump(), key=plaintext)
+
+    return await idempotent(
+        request, session, tenant_id=principal.tenant_id, status_code=201, create=create
+    )
+
+
+@router.get("/keys", response_model=Page[KeyOut])
+async def list_keys(
+    session: Session, principal: SecretKey, page: Annotated[PageParams, Depends(page_params)]
+) -> Page[KeyOut]:
+    """List the tenant's keys (never their plaintext)."""
+    keys = await service.list_keys(session, tenant_id=principal.tenant_id, page=page)
+    rows, cursor = page_of(keys, page, lambda k: k.id)
+    return Page(data=[key_out(k) for k in rows], next_cursor=cursor)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def delete_key(key_id: str, session: Session, principal: SecretKey) -> Response:
+    """Delete a key; it stops working at once."""
+    await service.delete_key(session, tenant_id=principal.tenant_id, key_id=key_id)
+    return Response(status_code=204)
+
+
+@router.get("/auth/me", response_model=Me)
+async def me(session: Session, principal: AnyKey) -> Me:
+    """Who this key is: its tenant, type and limits."""
+    tenant = await tenants.get_tenant(session, tenant_id=principal.tenant_id)
+    return Me(
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        key_id=principal.key_id,
+        key_type=principal.key_type,
+        agent_id=principal.agent_id,
+        channels=list(principal.channels) or None,
+        max_concurrency=tenant.max_concurrency,
+        calls_per_second=tenant.calls_per_second,
+    )

@@ -1,0 +1,54 @@
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from outdial.phones import E164
+
+Channel = Literal["web", "phone"]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["secret", "publishable"]
+    label: str | None = Field(default=None, max_length=200)
+    agent_id: str | None = None
+    channels: list[Channel] | None = Field(default=None, min_length=1)
+    default_from_number: E164 | None = None
+
+    @model_validator(mode="after")
+    def _publishable_needs_agent(self) -> "KeyCreate":
+        if self.type == "publishable" and self.agent_id is None:
+            raise ValueError("a publishable key must name its agent_id")
+        if self.type == "secret" and (self.agent_id or self.channels or self.default_from_number):
+            raise ValueError(
+                "agent_id, channels and default_from_number apply to publishable keys only"
+            )
+        return self
+
+
+class KeyOut(BaseModel):
+    id: str
+    type: str
+    label: str | None
+    last4: str
+    agent_id: str | None
+    channels: list[str] | None
+    default_from_number: str | None
+    created_at: datetime
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The plaintext key. Shown only in this response.")
+
+
+class Me(BaseModel):
+    tenant_id: str
+    tenant_name: str
+    key_id: str
+    key_type: str
+    agent_id: str | None
+    channels: list[str] | None
+    max_concurrency: int
+    calls_per_second: float

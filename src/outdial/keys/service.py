@@ -1,0 +1,115 @@
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outdial.agents import service as agents
+from outdial.errors import NotFound, Unauthorized
+from outdial.ids import new_id
+from outdial.keys.models import ApiKey
+from outdial.keys.schemas import KeyCreate
+from outdial.numbers import service as numbers
+from outdial.pagination import PageParams, paginate
+
+PREFIXES = {"secret": "sb_secret_", "publishable": "sb_publishable_"}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant and the key it authenticated with."""
+
+    tenant_id: str
+    key_id: str
+    key_type: str
+    agent_id: str | None
+    channels: tuple[str, ...]
+    default_from_number: str | None
+
+    @property
+    def is_secret(self) -> bool:
+        return self.key_type == "secret"
+
+
+def digest(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+async def issue_key(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    type: str,
+    label: str | None = None,
+    agent_id: str | None = None,
+    channels: list[str] | None = None,
+    default_from_number: str | None = None,
+) -> tuple[ApiKey, str]:
+    plaintext = PREFIXES[type] + secrets.token_urlsafe(32)
+    key = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant_id,
+        type=type,
+        label=label,
+        digest=digest(plaintext),
+        last4=plaintext[-4:],
+        agent_id=agent_id,
+        channels=channels,
+        default_from_number=default_from_number,
+    )
+    session.add(key)
+    await session.flush()
+    return key, plaintext
+
+
+async def create_key(
+    session: AsyncSession, *, tenant_id: str, data: KeyCreate
+) -> tuple[ApiKey, str]:
+    channels = None
+    if data.type == "publishable":
+        assert data.agent_id is not None
+        await agents.get_agent(session, tenant_id=tenant_id, agent_id=data.agent_id)
+        if data.default_from_number is not None:
+            await numbers.require_owned(
+                session, tenant_id=tenant_id, phone_numbers={data.default_from_number}
+            )
+        channels = sorted(set(data.channels or ["web", "phone"]))
+    return await issue_key(
+        session,
+        tenant_id=tenant_id,
+        type=data.type,
+        label=data.label,
+        agent_id=data.agent_id,
+        channels=channels,
+        default_from_number=data.default_from_number,
+    )
+
+
+async def list_keys(session: AsyncSession, *, tenant_id: str, page: PageParams) -> list[ApiKey]:
+    stmt = paginate(select(ApiKey).where(ApiKey.tenant_id == tenant_id), ApiKey.id, page)
+    return list((await session.scalars(stmt)).all())
+
+
+async def delete_key(session: AsyncSession, *, tenant_id: str, key_id: str) -> None:
+    result = await session.execute(
+        delete(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"No key {key_id}.", code="key_not_found")
+
+
+async def authenticate(session: AsyncSession, *, token: str) -> Principal:
+    if not token.startswith(tuple(PREFIXES.values())):
+        raise Unauthorized("Unknown API key.", code="invalid_api_key")
+    key = await session.scalar(select(ApiKey).where(ApiKey.digest == digest(token)))
+    if key is None:
+        raise Unauthorized("Unknown API key.", code="invalid_api_key")
+    return Principal(
+        tenant_id=key.tenant_id,
+        key_id=key.id,
+        key_type=key.type,
+        agent_id=key.agent_id,
+        channels=tuple(key.channels or ()),
+        default_from_number=key.default_from_number,
+    )

@@ -1,0 +1,102 @@
+from collections.abc import Collection
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outdial.errors import Conflict, NotFound, ValidationFailed
+from outdial.numbers.models import PhoneNumber
+from outdial.numbers.schemas import NumberCreate
+from outdial.pagination import PageParams, paginate
+from outdial.phones import InvalidPhoneNumber, to_e164
+
+
+async def register_number(
+    session: AsyncSession, *, tenant_id: str, data: NumberCreate
+) -> PhoneNumber:
+    """Register a caller ID; the tenant's first number becomes its default."""
+    existing = await session.get(PhoneNumber, data.phone_number)
+    if existing is not None:
+        raise Conflict(
+            f"{data.phone_number} is already registered.", code="number_already_registered"
+        )
+    owned = await session.scalar(
+        select(func.count()).select_from(PhoneNumber).where(PhoneNumber.tenant_id == tenant_id)
+    )
+    is_default = data.is_default or owned == 0
+    if is_default:
+        await _clear_default(session, tenant_id=tenant_id)
+    number = PhoneNumber(
+        phone_number=data.phone_number, tenant_id=tenant_id, label=data.label, is_default=is_default
+    )
+    session.add(number)
+    await session.flush()
+    return number
+
+
+async def _clear_default(session: AsyncSession, *, tenant_id: str) -> None:
+    await session.execute(
+        update(PhoneNumber)
+        .where(PhoneNumber.tenant_id == tenant_id, PhoneNumber.is_default.is_(True))
+        .values(is_default=False)
+    )
+
+
+async def list_numbers(
+    session: AsyncSession, *, tenant_id: str, page: PageParams
+) -> list[PhoneNumber]:
+    stmt = select(PhoneNumber).where(PhoneNumber.tenant_id == tenant_id)
+    return list((await session.scalars(paginate(stmt, PhoneNumber.phone_number, page))).all())
+
+
+async def delete_number(session: AsyncSession, *, tenant_id: str, phone_number: str) -> None:
+    """Release a caller ID; if it was the default, the oldest remaining number takes over."""
+    try:
+        e164 = to_e164(phone_number)
+    except InvalidPhoneNumber:
+        e164 = phone_number
+    number = await session.get(PhoneNumber, e164)
+    if number is None or number.tenant_id != tenant_id:
+        raise NotFound(f"No number {phone_number} for this tenant.", code="number_not_found")
+    await session.delete(number)
+    await session.flush()
+    if number.is_default:
+        successor = await session.scalar(
+            select(PhoneNumber)
+            .where(PhoneNumber.tenant_id == tenant_id)
+            .order_by(PhoneNumber.created_at, PhoneNumber.phone_number)
+            .limit(1)
+        )
+        if successor is not None:
+            successor.is_default = True
+            await session.flush()
+
+
+async def default_number(session: AsyncSession, *, tenant_id: str) -> str | None:
+    return await session.scalar(
+        select(PhoneNumber.phone_number).where(
+            PhoneNumber.tenant_id == tenant_id, PhoneNumber.is_default.is_(True)
+        )
+    )
+
+
+async def require_owned(
+    session: AsyncSession, *, tenant_id: str, phone_numbers: Collection[str]
+) -> None:
+    """Raise 400 `from_number_not_owned` unless the tenant owns every one of these numbers."""
+    if not phone_numbers:
+        return
+    owned = set(
+        await session.scalars(
+            select(PhoneNumber.phone_number).where(
+                PhoneNumber.tenant_id == tenant_id,
+                PhoneNumber.phone_number.in_(list(phone_numbers)),
+            )
+        )
+    )
+    missing = sorted(set(phone_numbers) - owned)
+    if missing:
+        raise ValidationFailed(
+            "The tenant does not own these caller IDs: " + ", ".join(missing) + ".",
+            code="from_number_not_owned",
+            details={"from_numbers": missing},
+        )
