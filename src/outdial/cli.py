@@ -175,3 +175,7 @@ def credits_add(
 
     balance = _in_transaction(work)
     _print_json({"tenant_id": tenant_id, "balance": billing.from_micros(balance)})
+
+
+if __name__ == "__main__":
+    app()

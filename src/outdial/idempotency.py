@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Integer, String, delete
@@ -81,7 +80,7 @@ async def idempotent(
     so a concurrent retry waits for it and then replays its answer."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return JSONResponse(jsonable_encoder(await create()), status_code)
+        return JSONResponse((await create()).model_dump(mode="json"), status_code)
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ValidationFailed(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     fingerprint = _fingerprint(request.method, request.url.path, await request.body())
@@ -99,7 +98,7 @@ async def idempotent(
         raced = await session.get(IdempotencyRecord, (tenant_id, key), populate_existing=True)
         assert raced is not None
         return _replay(raced, fingerprint)
-    body = jsonable_encoder(await create())
+    body = (await create()).model_dump(mode="json")
     record.status_code = status_code
     record.response = body
     return JSONResponse(body, status_code)

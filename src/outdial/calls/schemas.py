@@ -4,14 +4,29 @@ from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from outdial.phones import E164
+from outdial.phones import E164, InvalidPhoneNumber, to_e164
 
 MAX_RECIPIENTS = 500
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: list[Weekday] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _phone_number(value: str) -> str:
+    """What the E164 type does, for a field that holds a number only for PSTN participants."""
+    try:
+        return to_e164(value)
+    except InvalidPhoneNumber as exc:
+        raise ValueError(f"{value!r} is {exc}") from None
 
 
 def _check_zone(name: str) -> str:
@@ -107,11 +122,6 @@ class BatchCreate(CallOptions):
             raise ValueError("the recipient list is empty")
         return self
 
-    def recipient_list(self) -> list[Recipient]:
-        if self.recipients is not None:
-            return self.recipients
-        return [Recipient(to=number) for number in self.to or []]
-
 
 class ParticipantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -122,11 +132,17 @@ class ParticipantCreate(BaseModel):
     from_number: E164 | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("identity")
+    @classmethod
+    def _pstn_identity_is_a_number(cls, value: str, info: ValidationInfo) -> str:
+        # `transport` is validated first; when it is invalid, that is the error reported.
+        if info.data.get("transport") == "pstn":
+            return _phone_number(value)
+        return value
+
     @model_validator(mode="after")
-    def _pstn_identity_is_a_number(self) -> "ParticipantCreate":
-        if self.transport == "pstn":
-            self.identity = Recipient(to=self.identity).number
-        elif self.from_number is not None:
+    def _from_number_is_for_pstn(self) -> "ParticipantCreate":
+        if self.transport != "pstn" and self.from_number is not None:
             raise ValueError("from_number applies to pstn participants only")
         return self
 

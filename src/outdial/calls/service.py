@@ -3,7 +3,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents import service as agents
@@ -13,10 +13,10 @@ from outdial.calls.models import Call, DialJob, Participant, TelephonyLeg
 from outdial.calls.schemas import BatchCreate, CallCreate, CallOptions
 from outdial.calls.webrtc import join_token
 from outdial.config import Settings
-from outdial.db import utcnow
+from outdial.db import bulk_insert, utcnow
 from outdial.dnc import service as dnc
 from outdial.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from outdial.ids import new_id
+from outdial.ids import new_id, new_ids
 from outdial.keys.service import Principal
 from outdial.numbers.models import PhoneNumber
 from outdial.pagination import PageParams, paginate
@@ -150,7 +150,11 @@ async def _reject_dnc(
             code="dnc_blocked",
             details={
                 "blocked": listed,
-                "indexes": [i for i, p in enumerate(participants) if p.identity in blocked],
+                "indexes": [
+                    i
+                    for i, p in enumerate(participants)
+                    if p.transport == "pstn" and p.identity in blocked
+                ],
             },
         )
 
@@ -204,15 +208,19 @@ async def _queue(
     session.add(call)
     await session.flush()
 
+    count = len(participants)
+    participant_ids = new_ids("participant", count)
+    leg_ids = new_ids("leg", count)
+    job_ids = new_ids("job", count)
     participant_rows: list[dict[str, Any]] = []
     leg_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
     queued: list[QueuedParticipant] = []
     for position, (p, from_number) in enumerate(zip(participants, from_numbers, strict=True)):
-        participant_id = new_id("participant")
+        participant_id = participant_ids[position]
         is_pstn = p.transport == "pstn"
-        leg_id = new_id("leg") if is_pstn else None
-        job_id = new_id("job") if is_pstn else None
+        leg_id = leg_ids[position] if is_pstn else None
+        job_id = job_ids[position] if is_pstn else None
         participant_rows.append(
             {
                 "id": participant_id,
@@ -222,7 +230,7 @@ async def _queue(
                 "transport": p.transport,
                 "identity": p.identity,
                 "from_number": from_number,
-                "participant_metadata": p.metadata,
+                "metadata": p.metadata,
                 "status": "queued",
                 "attempts": 0,
                 "telephony_leg_id": leg_id,
@@ -272,10 +280,9 @@ async def _queue(
             )
         queued.append(entry)
 
-    await session.execute(insert(Participant), participant_rows)
-    if leg_rows:
-        await session.execute(insert(TelephonyLeg), leg_rows)
-        await session.execute(insert(DialJob), job_rows)
+    await bulk_insert(session, Participant.__table__, participant_rows)
+    await bulk_insert(session, TelephonyLeg.__table__, leg_rows)
+    await bulk_insert(session, DialJob.__table__, job_rows)
     return QueuedCall(call=call, participants=queued)
 
 
@@ -286,12 +293,15 @@ async def queue_batch(
     agent = await agents.get_agent(
         session, tenant_id=principal.tenant_id, agent_id=str(data.agent_id)
     )
-    participants = [
-        NewParticipant(
-            transport="pstn", identity=r.number, from_number=r.from_number, metadata=r.metadata
-        )
-        for r in data.recipient_list()
-    ]
+    if data.recipients is not None:
+        participants = [
+            NewParticipant(
+                transport="pstn", identity=r.number, from_number=r.from_number, metadata=r.metadata
+            )
+            for r in data.recipients
+        ]
+    else:
+        participants = [NewParticipant(transport="pstn", identity=n) for n in data.to or []]
     return await _queue(
         session,
         settings=settings,
