@@ -1,19 +1,31 @@
+import itertools
 import os
 import time
 import uuid
 
+# A per-process sequence keeps ids made in the same millisecond in creation order.
+_sequence = itertools.count()
+
+
+def _stem(prefix: str) -> str:
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}"
+
 
 def new_id(prefix: str) -> str:
-    """An opaque id such as `call_0193f0c2a1b4e1c9d2f3a4b5c6d7`: 48 bits of milliseconds then
-    64 random bits, in hex, so ids sort by creation time (list cursors rely on that)."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+    """An opaque id such as `call_0193f0c2a1b4000001c9d2f3a4b5`: 48 bits of milliseconds, a
+    24-bit per-process sequence, then 40 random bits, in hex, so ids sort by creation time
+    (list cursors rely on that)."""
+    return f"{_stem(prefix)}{next(_sequence) % 0x1000000:06x}{os.urandom(5).hex()}"
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
     """`count` ids at once, for bulk inserts: one clock read, one call for the randomness."""
-    stem = f"{prefix}_{time.time_ns() // 1_000_000:012x}"
-    randomness = os.urandom(8 * count).hex()
-    return [stem + randomness[i * 16 : (i + 1) * 16] for i in range(count)]
+    stem = _stem(prefix)
+    randomness = os.urandom(5 * count).hex()
+    return [
+        f"{stem}{next(_sequence) % 0x1000000:06x}{randomness[i * 10 : (i + 1) * 10]}"
+        for i in range(count)
+    ]
 
 
 def new_uuid() -> str:

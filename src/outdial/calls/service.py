@@ -412,26 +412,32 @@ async def end_call(session: AsyncSession, *, tenant_id: str, call_id: str) -> Ca
     dialer to hang up the live ones. Ending an ended call changes nothing."""
     call = await get_call(session, tenant_id=tenant_id, call_id=call_id)
     now = utcnow()
-    canceled = (
-        await session.execute(
-            update(Participant)
-            .where(Participant.call_id == call.id, Participant.status == "queued")
-            .values(status="canceled", end_reason="canceled", ended_at=now)
-            .returning(Participant.id, Participant.hold_micros)
-        )
-    ).all()
-    if canceled:
-        await session.execute(
+    # Jobs first, guarded by their state: a job the dialer has already claimed is live, not
+    # queued, and only participants whose job we took back here are canceled.
+    unclaimed = list(
+        await session.scalars(
             update(DialJob)
             .where(DialJob.call_id == call.id, DialJob.status == "waiting")
             .values(status="canceled")
+            .returning(DialJob.participant_id)
         )
+    )
+    canceled = (
+        await session.execute(
+            update(Participant)
+            .where(
+                Participant.call_id == call.id,
+                Participant.status == "queued",
+                or_(Participant.transport == "webrtc", Participant.id.in_(unclaimed)),
+            )
+            .values(status="canceled", end_reason="canceled", ended_at=now)
+            .returning(Participant.hold_micros)
+        )
+    ).all()
+    held = sum(row.hold_micros for row in canceled)
+    if held:
         await billing.release_hold(
-            session,
-            tenant_id=tenant_id,
-            hold_micros=sum(row.hold_micros for row in canceled),
-            charge_micros=0,
-            reference=call.id,
+            session, tenant_id=tenant_id, hold_micros=held, charge_micros=0, reference=call.id
         )
     await session.execute(
         update(Participant)
