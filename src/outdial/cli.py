@@ -8,7 +8,10 @@ from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
+from alembic.util import CommandError
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial import migrate
@@ -30,15 +33,34 @@ T = TypeVar("T")
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="Port to listen on.")]
 
+# Bounds that keep every value inside its column on every backend (INTEGER, BIGINT micros).
+MAX_CREDITS = Decimal(1_000_000_000)
+MAX_CONCURRENCY = 100_000
+MAX_CALLS_PER_SECOND = 1_000.0
+MAX_NAME_LENGTH = 200
 
-def _credits(value: str) -> Decimal:
+
+def _credits(value: str, *, positive: bool = False) -> Decimal:
     try:
-        amount = Decimal(value)
+        amount = Decimal(value.strip())
     except InvalidOperation:
         raise typer.BadParameter(f"{value!r} is not a number") from None
-    if not amount.is_finite() or amount < 0:
-        raise typer.BadParameter("must be a non-negative number")
+    if not amount.is_finite() or amount < 0 or (positive and amount == 0):
+        raise typer.BadParameter(
+            "must be a positive number" if positive else "must be a non-negative number"
+        )
+    if amount > MAX_CREDITS:
+        raise typer.BadParameter(f"must be at most {MAX_CREDITS:,} credits")
+    if amount != amount.quantize(Decimal("0.000001")):
+        raise typer.BadParameter("at most 6 decimal places (credits are kept in micro-credits)")
     return amount
+
+
+def _name(value: str) -> str:
+    name = value.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise typer.BadParameter(f"must be 1 to {MAX_NAME_LENGTH} characters")
+    return name
 
 
 def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -57,7 +79,11 @@ def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except OutdialError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
+        raise typer.Exit(1) from None
+    except (SQLAlchemyError, CommandError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"[red]database error:[/red] {escape(first_line)}", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -114,14 +140,21 @@ def tenant_create(
     name: Annotated[str, typer.Option(help="The tenant's name.")],
     credits: Annotated[str, typer.Option(help="Starting credits.")] = "0",
     max_concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Concurrent calls at most [default: 50].")
+        int | None,
+        typer.Option(min=1, max=MAX_CONCURRENCY, help="Concurrent calls at most [default: 50]."),
     ] = None,
     calls_per_second: Annotated[
-        float | None, typer.Option(min=0.01, help="Dials per second per caller ID [default: 10].")
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=MAX_CALLS_PER_SECOND,
+            help="Dials per second per caller ID [default: 10].",
+        ),
     ] = None,
 ) -> None:
     """Create a tenant; prints {"tenant_id", "api_key"} as JSON."""
     settings = get_settings()
+    name = _name(name)
     amount = _credits(credits)
 
     async def work(session: AsyncSession) -> tuple[str, str]:
@@ -141,8 +174,10 @@ def tenant_create(
 @tenant_app.command("update")
 def tenant_update(
     tenant_id: Annotated[str, typer.Argument(help="The tenant to change.")],
-    max_concurrency: Annotated[int | None, typer.Option(min=1)] = None,
-    calls_per_second: Annotated[float | None, typer.Option(min=0.01)] = None,
+    max_concurrency: Annotated[int | None, typer.Option(min=1, max=MAX_CONCURRENCY)] = None,
+    calls_per_second: Annotated[
+        float | None, typer.Option(min=0.01, max=MAX_CALLS_PER_SECOND)
+    ] = None,
 ) -> None:
     """Change a tenant's limits; prints them as JSON."""
 
@@ -168,7 +203,7 @@ def credits_add(
     amount: Annotated[str, typer.Argument(help="Credits to add.")],
 ) -> None:
     """Add credits to a tenant; prints the new balance as JSON."""
-    micros = billing.to_micros(_credits(amount))
+    micros = billing.to_micros(_credits(amount, positive=True))
 
     async def work(session: AsyncSession) -> int:
         return await billing.add_credits(session, tenant_id=tenant_id, amount_micros=micros)

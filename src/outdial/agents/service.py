@@ -37,6 +37,7 @@ async def create_agent(session: AsyncSession, *, tenant_id: str, data: AgentCrea
         await numbers.require_owned(
             session, tenant_id=tenant_id, phone_numbers={data.default_from_number}
         )
+    now = utcnow()
     agent = Agent(
         id=new_uuid(),
         tenant_id=tenant_id,
@@ -47,6 +48,8 @@ async def create_agent(session: AsyncSession, *, tenant_id: str, data: AgentCrea
         voicemail_message=data.voicemail_message,
         post_call=data.post_call,
         config=data.config,
+        created_at=now,
+        updated_at=now,
     )
     session.add(agent)
     await session.flush()
@@ -62,12 +65,12 @@ async def update_agent(
         await numbers.require_owned(
             session, tenant_id=tenant_id, phone_numbers={changes["default_from_number"]}
         )
-    if "rate_per_minute" in changes:
-        rate = changes.pop("rate_per_minute")
-        agent.rate_per_minute_micros = to_micros(rate or 0)
+    rate = changes.pop("rate_per_minute", None)
+    if rate is not None:
+        agent.rate_per_minute_micros = to_micros(rate)
     for field, value in changes.items():
         if value is None and field in {"name", "voicemail_behavior", "post_call", "config"}:
-            continue  # these have no "unset" state; null leaves them as they are
+            continue  # these (and the rate) have no "unset" state; null leaves them as they are
         setattr(agent, field, value)
     agent.updated_at = utcnow()
     await session.flush()

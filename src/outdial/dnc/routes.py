@@ -1,6 +1,7 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 
 from outdial.dnc import service
 from outdial.dnc.models import DncEntry
@@ -13,6 +14,7 @@ from outdial.dnc.schemas import (
     DncCreate,
     DncOut,
 )
+from outdial.idempotency import idempotent
 from outdial.keys.auth import SecretKey, Session
 from outdial.pagination import Page, PageParams, page_of, page_params
 
@@ -25,29 +27,56 @@ def entry_out(entry: DncEntry) -> DncOut:
 
 @router.post("", response_model=DncOut, responses={201: {"model": DncOut}})
 async def add_number(
-    body: DncCreate, response: Response, session: Session, principal: SecretKey
-) -> DncOut:
-    """Put a number on the do-not-call list (201 if new, 200 if it was already there)."""
-    added = await service.add_numbers(
+    request: Request, body: DncCreate, session: Session, principal: SecretKey
+) -> JSONResponse:
+    """Put a number on the do-not-call list (201 if new, 200 if it was already there; a
+    `reason` sent replaces the one it had)."""
+    listed = await service.blocked_numbers(
+        session, tenant_id=principal.tenant_id, phone_numbers=[body.phone_number]
+    )
+
+    async def upsert() -> DncOut:
+        await service.add_numbers(
+            session,
+            tenant_id=principal.tenant_id,
+            phone_numbers=[body.phone_number],
+            reason=body.reason,
+        )
+        entry = await service.get_entry(
+            session, tenant_id=principal.tenant_id, phone_number=body.phone_number
+        )
+        if body.reason is not None and entry.reason != body.reason:
+            entry.reason = body.reason
+            await session.flush()
+        return entry_out(entry)
+
+    return await idempotent(
+        request,
         session,
         tenant_id=principal.tenant_id,
-        phone_numbers=[body.phone_number],
-        reason=body.reason,
+        status_code=200 if listed else 201,
+        create=upsert,
     )
-    response.status_code = 201 if added else 200
-    entry = await service.get_entry(
-        session, tenant_id=principal.tenant_id, phone_number=body.phone_number
-    )
-    return entry_out(entry)
 
 
 @router.post("/batch", response_model=DncBatchResult)
-async def add_numbers(body: DncBatch, session: Session, principal: SecretKey) -> DncBatchResult:
+async def add_numbers(
+    request: Request, body: DncBatch, session: Session, principal: SecretKey
+) -> JSONResponse:
     """Put up to 1,000 numbers on the do-not-call list."""
-    added = await service.add_numbers(
-        session, tenant_id=principal.tenant_id, phone_numbers=body.phone_numbers, reason=body.reason
+
+    async def add() -> DncBatchResult:
+        added = await service.add_numbers(
+            session,
+            tenant_id=principal.tenant_id,
+            phone_numbers=body.phone_numbers,
+            reason=body.reason,
+        )
+        return DncBatchResult(added=added, already_listed=len(set(body.phone_numbers)) - added)
+
+    return await idempotent(
+        request, session, tenant_id=principal.tenant_id, status_code=200, create=add
     )
-    return DncBatchResult(added=added, already_listed=len(set(body.phone_numbers)) - added)
 
 
 @router.post("/check", response_model=DncCheckResult)

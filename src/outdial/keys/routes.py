@@ -1,3 +1,4 @@
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -22,15 +23,24 @@ def key_out(key: ApiKey) -> KeyOut:
 async def create_key(
     request: Request, body: KeyCreate, session: Session, principal: SecretKey
 ) -> JSONResponse:
-    """Create a secret or publishable key; the plaintext `key` is shown only here."""
+    """Create a secret or publishable key; the plaintext `key` is shown only here.
+
+    Under an Idempotency-Key the answer kept for replays has `key` null: keys are stored only
+    as digests, so a replay answers the same key object without its plaintext."""
+    shown: list[str] = []
 
     async def create() -> KeyCreated:
         key, plaintext = await service.create_key(session, tenant_id=principal.tenant_id, data=body)
-        return KeyCreated(**key_out(key).model_dump(), key=plaintext)
+        shown.append(plaintext)
+        return KeyCreated(**key_out(key).model_dump(), key=None)
 
-    return await idempotent(
+    response = await idempotent(
         request, session, tenant_id=principal.tenant_id, status_code=201, create=create
     )
+    if not shown:  # a replay
+        return response
+    answer = {**json.loads(response.body), "key": shown[0]}
+    return JSONResponse(answer, response.status_code)
 
 
 @router.get("/keys", response_model=Page[KeyOut])

@@ -40,7 +40,10 @@ class KeyOut(BaseModel):
 
 
 class KeyCreated(KeyOut):
-    key: str = Field(description="The plaintext key. Shown only in this response.")
+    key: str | None = Field(
+        description="The plaintext key, shown only in this response (null on an idempotent "
+        "replay: it is not stored)."
+    )
 
 
 class Me(BaseModel):

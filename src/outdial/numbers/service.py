@@ -1,6 +1,7 @@
 from collections.abc import Collection
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.errors import Conflict, NotFound, ValidationFailed
@@ -14,11 +15,10 @@ async def register_number(
     session: AsyncSession, *, tenant_id: str, data: NumberCreate
 ) -> PhoneNumber:
     """Register a caller ID; the tenant's first number becomes its default."""
+    await _lock_tenant_numbers(session, tenant_id=tenant_id)
     existing = await session.get(PhoneNumber, data.phone_number)
     if existing is not None:
-        raise Conflict(
-            f"{data.phone_number} is already registered.", code="number_already_registered"
-        )
+        raise _already_registered(data.phone_number)
     owned = await session.scalar(
         select(func.count()).select_from(PhoneNumber).where(PhoneNumber.tenant_id == tenant_id)
     )
@@ -29,8 +29,26 @@ async def register_number(
         phone_number=data.phone_number, tenant_id=tenant_id, label=data.label, is_default=is_default
     )
     session.add(number)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Another tenant registered it concurrently and committed first.
+        raise _already_registered(data.phone_number) from None
     return number
+
+
+def _already_registered(phone_number: str) -> Conflict:
+    return Conflict(f"{phone_number} is already registered.", code="number_already_registered")
+
+
+async def _lock_tenant_numbers(session: AsyncSession, *, tenant_id: str) -> None:
+    """Serialise one tenant's changes to its numbers, so that concurrent requests never leave
+    it with two defaults, or none. SQLite transactions are serial already (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('outdial.numbers:' || :tenant_id))"),
+            {"tenant_id": tenant_id},
+        )
 
 
 async def _clear_default(session: AsyncSession, *, tenant_id: str) -> None:
@@ -54,6 +72,7 @@ async def delete_number(session: AsyncSession, *, tenant_id: str, phone_number: 
         e164 = to_e164(phone_number)
     except InvalidPhoneNumber:
         e164 = phone_number
+    await _lock_tenant_numbers(session, tenant_id=tenant_id)
     number = await session.get(PhoneNumber, e164)
     if number is None or number.tenant_id != tenant_id:
         raise NotFound(f"No number {phone_number} for this tenant.", code="number_not_found")
