@@ -10,13 +10,13 @@ from outdial.calls.routes import router as calls_router
 from outdial.config import Settings, get_settings
 from outdial.db import create_engine, create_sessionmaker
 from outdial.dnc.routes import router as dnc_router
-from outdial.errors import install_error_handlers
+from outdial.errors import error_responses, install_error_handlers
 from outdial.keys.routes import router as keys_router
 from outdial.numbers.routes import router as numbers_router
 
 
 def api_router() -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", responses=error_responses(401))
     for domain in (
         keys_router,
         agents_router,

@@ -7,11 +7,12 @@ from outdial.agents import service
 from outdial.agents.models import Agent
 from outdial.agents.schemas import AgentCreate, AgentOut, AgentUpdate
 from outdial.billing.service import from_micros
+from outdial.errors import error_responses
 from outdial.idempotency import idempotent
 from outdial.keys.auth import SecretKey, Session
 from outdial.pagination import Page, PageParams, page_of, page_params
 
-router = APIRouter(prefix="/agents", tags=["agents"])
+router = APIRouter(prefix="/agents", tags=["agents"], responses=error_responses(403))
 
 
 def agent_out(agent: Agent) -> AgentOut:
@@ -29,7 +30,7 @@ def agent_out(agent: Agent) -> AgentOut:
     )
 
 
-@router.post("", status_code=201, response_model=AgentOut)
+@router.post("", status_code=201, response_model=AgentOut, responses=error_responses(400, 422))
 async def create_agent(
     request: Request, body: AgentCreate, session: Session, principal: SecretKey
 ) -> JSONResponse:
@@ -54,14 +55,14 @@ async def list_agents(
     return Page(data=[agent_out(a) for a in rows], next_cursor=cursor)
 
 
-@router.get("/{agent_id}", response_model=AgentOut)
+@router.get("/{agent_id}", response_model=AgentOut, responses=error_responses(404))
 async def get_agent(agent_id: str, session: Session, principal: SecretKey) -> AgentOut:
     """Fetch one agent."""
     agent = await service.get_agent(session, tenant_id=principal.tenant_id, agent_id=agent_id)
     return agent_out(agent)
 
 
-@router.put("/{agent_id}", response_model=AgentOut)
+@router.put("/{agent_id}", response_model=AgentOut, responses=error_responses(404))
 async def update_agent(
     agent_id: str, body: AgentUpdate, session: Session, principal: SecretKey
 ) -> AgentOut:
@@ -72,7 +73,7 @@ async def update_agent(
     return agent_out(agent)
 
 
-@router.delete("/{agent_id}", status_code=204)
+@router.delete("/{agent_id}", status_code=204, responses=error_responses(404))
 async def delete_agent(agent_id: str, session: Session, principal: SecretKey) -> Response:
     """Delete an agent; calls made with it keep their history."""
     await service.delete_agent(session, tenant_id=principal.tenant_id, agent_id=agent_id)

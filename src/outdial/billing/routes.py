@@ -2,9 +2,10 @@ from fastapi import APIRouter
 
 from outdial.billing import service
 from outdial.billing.schemas import Balance
+from outdial.errors import error_responses
 from outdial.keys.auth import SecretKey, Session
 
-router = APIRouter(prefix="/billing", tags=["billing"])
+router = APIRouter(prefix="/billing", tags=["billing"], responses=error_responses(403))
 
 
 @router.get("/balance", response_model=Balance)

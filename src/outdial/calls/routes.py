@@ -16,11 +16,12 @@ from outdial.calls.schemas import (
     ParticipantQueued,
     QueueStats,
 )
+from outdial.errors import error_responses
 from outdial.idempotency import idempotent
 from outdial.keys.auth import AnyKey, SecretKey, Session
 from outdial.pagination import Page, PageParams, page_of, page_params
 
-router = APIRouter(prefix="/calls", tags=["calls"])
+router = APIRouter(prefix="/calls", tags=["calls"], responses=error_responses(403))
 
 CallStatus = Literal["queued", "in_progress", "completed", "canceled"]
 
@@ -90,7 +91,12 @@ def call_out(call: Call, participants: list[Participant]) -> CallOut:
     )
 
 
-@router.post("/batch", status_code=202, response_model=CallQueued)
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=CallQueued,
+    responses=error_responses(400, 402, 404, 409, 422),
+)
 async def queue_batch(
     request: Request, body: BatchCreate, session: Session, principal: SecretKey
 ) -> JSONResponse:
@@ -107,7 +113,12 @@ async def queue_batch(
     )
 
 
-@router.post("", status_code=202, response_model=CallQueued, responses={201: {"model": CallQueued}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=CallQueued,
+    responses={201: {"model": CallQueued}} | error_responses(400, 402, 404, 409, 422),
+)
 async def create_call(
     request: Request, body: CallCreate, session: Session, principal: AnyKey
 ) -> JSONResponse:
@@ -153,14 +164,14 @@ async def list_calls(
     return Page(data=[summary_out(c) for c in rows], next_cursor=cursor)
 
 
-@router.get("/{call_id}", response_model=CallOut)
+@router.get("/{call_id}", response_model=CallOut, responses=error_responses(404))
 async def get_call(call_id: str, session: Session, principal: SecretKey) -> CallOut:
     """Fetch a call with every participant's status, attempts, timing and cost."""
     call = await service.get_call(session, tenant_id=principal.tenant_id, call_id=call_id)
     return call_out(call, await service.participants_of(session, call_id=call.id))
 
 
-@router.post("/{call_id}/end", response_model=CallOut)
+@router.post("/{call_id}/end", response_model=CallOut, responses=error_responses(404))
 async def end_call(call_id: str, session: Session, principal: SecretKey) -> CallOut:
     """End a call: cancel what is still queued, hang up what is live."""
     call = await service.end_call(session, tenant_id=principal.tenant_id, call_id=call_id)

@@ -14,11 +14,12 @@ from outdial.dnc.schemas import (
     DncCreate,
     DncOut,
 )
+from outdial.errors import error_responses
 from outdial.idempotency import idempotent
 from outdial.keys.auth import SecretKey, Session
 from outdial.pagination import Page, PageParams, page_of, page_params
 
-router = APIRouter(prefix="/dnc", tags=["do-not-call"])
+router = APIRouter(prefix="/dnc", tags=["do-not-call"], responses=error_responses(403))
 
 
 def entry_out(entry: DncEntry) -> DncOut:
@@ -100,7 +101,7 @@ async def list_entries(
     return Page(data=[entry_out(e) for e in rows], next_cursor=cursor)
 
 
-@router.delete("/{phone_number}", status_code=204)
+@router.delete("/{phone_number}", status_code=204, responses=error_responses(404))
 async def remove_number(phone_number: str, session: Session, principal: SecretKey) -> Response:
     """Take a number off the do-not-call list."""
     await service.remove_number(session, tenant_id=principal.tenant_id, phone_number=phone_number)

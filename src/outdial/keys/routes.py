@@ -4,6 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from outdial.errors import error_responses
 from outdial.idempotency import idempotent
 from outdial.keys import service
 from outdial.keys.auth import AnyKey, SecretKey, Session
@@ -19,7 +20,12 @@ def key_out(key: ApiKey) -> KeyOut:
     return KeyOut.model_validate(key, from_attributes=True)
 
 
-@router.post("/keys", status_code=201, response_model=KeyCreated)
+@router.post(
+    "/keys",
+    status_code=201,
+    response_model=KeyCreated,
+    responses=error_responses(400, 403, 404, 422),
+)
 async def create_key(
     request: Request, body: KeyCreate, session: Session, principal: SecretKey
 ) -> JSONResponse:
@@ -43,7 +49,7 @@ async def create_key(
     return JSONResponse(answer, response.status_code)
 
 
-@router.get("/keys", response_model=Page[KeyOut])
+@router.get("/keys", response_model=Page[KeyOut], responses=error_responses(403))
 async def list_keys(
     session: Session, principal: SecretKey, page: Annotated[PageParams, Depends(page_params)]
 ) -> Page[KeyOut]:
@@ -53,7 +59,7 @@ async def list_keys(
     return Page(data=[key_out(k) for k in rows], next_cursor=cursor)
 
 
-@router.delete("/keys/{key_id}", status_code=204)
+@router.delete("/keys/{key_id}", status_code=204, responses=error_responses(403, 404))
 async def delete_key(key_id: str, session: Session, principal: SecretKey) -> Response:
     """Delete a key; it stops working at once."""
     await service.delete_key(session, tenant_id=principal.tenant_id, key_id=key_id)
