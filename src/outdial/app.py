@@ -1,3 +1,4 @@
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +10,7 @@ from outdial.billing.routes import router as billing_router
 from outdial.calls.routes import router as calls_router
 from outdial.config import Settings, get_settings
 from outdial.db import create_engine, create_sessionmaker
+from outdial.dialer.worker import Dialer
 from outdial.dnc.routes import router as dnc_router
 from outdial.errors import error_responses, install_error_handlers
 from outdial.keys.routes import router as keys_router
@@ -29,7 +31,8 @@ def api_router() -> APIRouter:
     return router
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, with_dialer: bool = False) -> FastAPI:
+    """The API; with `with_dialer`, a dialer runs in the same process (`outdial serve`)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -37,9 +40,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        stop = asyncio.Event()
+        dialing = (
+            asyncio.create_task(Dialer(app.state.sessionmaker, settings).run(stop))
+            if with_dialer
+            else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if dialing is not None:
+                await dialing
             await engine.dispose()
 
     app = FastAPI(

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import logging
+import signal
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, TypeVar
@@ -110,15 +112,32 @@ def serve(
         _print_first_call_hint(host, port)
     from outdial.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(with_dialer=True), host=host, port=port, log_level="info")
 
 
 @app.command()
 def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
-    """Serve the API only."""
+    """Serve the API only (run as many as you like)."""
     from outdial.app import create_app
 
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@app.command()
+def dialer() -> None:
+    """Run a dialer: any number of them on PostgreSQL. Stops gracefully on SIGTERM/SIGINT."""
+    from outdial.dialer.worker import run_dialer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_dialer(get_settings(), stop)
+
+    asyncio.run(main())
 
 
 def _print_first_call_hint(host: str, port: int) -> None:

@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     default_max_concurrency: int = Field(default=50, ge=1)
     default_calls_per_second: float = Field(default=10.0, gt=0)
 
+    # The dialer. Leases are short so that a killed dialer's calls are reconciled quickly.
+    dialer_lease_seconds: float = Field(default=15.0, gt=0)
+    dialer_batch_size: int = Field(default=200, ge=1)
+    dialer_poll_seconds: float = Field(default=0.2, gt=0)
+    dialer_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    dialer_pacing_horizon_seconds: float = Field(default=2.0, gt=0)
+
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
 
 

@@ -4,6 +4,7 @@ from outdial.agents.models import Agent
 from outdial.billing.models import LedgerEntry
 from outdial.calls.models import Call, DialJob, Participant, TelephonyLeg
 from outdial.db import Base
+from outdial.dialer.models import CallerPacing, DialAttempt
 from outdial.dnc.models import DncEntry
 from outdial.idempotency import IdempotencyRecord
 from outdial.keys.models import ApiKey
@@ -16,6 +17,8 @@ __all__ = [
     "Agent",
     "ApiKey",
     "Call",
+    "CallerPacing",
+    "DialAttempt",
     "DialJob",
     "DncEntry",
     "IdempotencyRecord",

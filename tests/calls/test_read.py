@@ -27,6 +27,8 @@ SUMMARY_KEYS = {
     "variables",
     "post_call",
     "calling_window",
+    "retry",
+    "ring_timeout_seconds",
     "created_at",
     "ended_at",
 }

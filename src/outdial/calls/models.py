@@ -25,6 +25,8 @@ class Call(Base):
     variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     post_call: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     calling_window: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    retry: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    ring_timeout_seconds: Mapped[int] = mapped_column(Integer, default=30)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -76,7 +78,7 @@ class DialJob(Base):
     __tablename__ = "dial_jobs"
     __table_args__ = (
         Index("ix_dial_jobs_due", "status", "run_at"),
-        Index("ix_dial_jobs_tenant_status", "tenant_id", "status"),
+        Index("ix_dial_jobs_tenant_status_run_at", "tenant_id", "status", "run_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -87,6 +89,7 @@ class DialJob(Base):
     to_number: Mapped[str] = mapped_column(String(16))
     from_number: Mapped[str] = mapped_column(String(16))
     variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    campaign_id: Mapped[str | None] = mapped_column(String(40), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

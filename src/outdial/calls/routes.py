@@ -54,6 +54,8 @@ def summary_out(call: Call) -> CallSummary:
         variables=call.variables,
         post_call=call.post_call,
         calling_window=call.calling_window,
+        retry=call.retry,
+        ring_timeout_seconds=call.ring_timeout_seconds,
         created_at=call.created_at,
         ended_at=call.ended_at,
     )

@@ -1,5 +1,6 @@
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import available_timezones
@@ -29,8 +30,14 @@ def _phone_number(value: str) -> str:
         raise ValueError(f"{value!r} is {exc}") from None
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    """Scanning the tz database takes ~10 ms: once per process is enough."""
+    return frozenset(available_timezones())
+
+
 def _check_zone(name: str) -> str:
-    if name not in available_timezones():
+    if name not in _zone_names():
         raise ValueError(f"{name!r} is not an IANA time zone")
     return name
 
@@ -93,6 +100,22 @@ class Recipient(BaseModel):
         return number
 
 
+RetryableReason = Literal["busy", "no_answer", "voicemail", "rejected", "carrier_error"]
+DEFAULT_RING_TIMEOUT = 30
+MIN_RING_TIMEOUT = 15
+
+
+class RetryPolicy(BaseModel):
+    """When an attempt ends for one of `on`, try again after `delay_seconds`, up to
+    `max_attempts` attempts in all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=1, ge=1, le=10)
+    on: list[RetryableReason] = Field(default_factory=lambda: ["busy", "no_answer"])
+    delay_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
+
+
 class CallOptions(BaseModel):
     """What a batch and a direct call share."""
 
@@ -103,6 +126,8 @@ class CallOptions(BaseModel):
     variables: dict[str, Any] = Field(default_factory=dict)
     post_call: dict[str, Any] | None = None
     calling_window: CallingWindow | None = None
+    retry: RetryPolicy | None = None
+    ring_timeout_seconds: int = Field(default=DEFAULT_RING_TIMEOUT, ge=MIN_RING_TIMEOUT, le=600)
 
 
 class BatchCreate(CallOptions):
@@ -210,6 +235,8 @@ class CallSummary(BaseModel):
     variables: dict[str, Any]
     post_call: dict[str, Any]
     calling_window: dict[str, Any] | None
+    retry: dict[str, Any] | None
+    ring_timeout_seconds: int
     created_at: datetime
     ended_at: datetime | None
 

@@ -203,6 +203,8 @@ async def _queue(
         variables=options.variables,
         post_call=merge_over(agent.post_call or {}, options.post_call or {}),
         calling_window=options.calling_window.model_dump() if options.calling_window else None,
+        retry=options.retry.model_dump() if options.retry else None,
+        ring_timeout_seconds=options.ring_timeout_seconds,
         created_at=now,
     )
     session.add(call)
@@ -268,7 +270,7 @@ async def _queue(
                     "from_number": from_number,
                     "variables": options.variables,
                     "attempt": 0,
-                    "max_attempts": 1,
+                    "max_attempts": options.retry.max_attempts if options.retry else 1,
                     "run_at": now,
                     "created_at": now,
                 }

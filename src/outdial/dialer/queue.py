@@ -1,0 +1,642 @@
+"""The dial queue's SQL, in one place: claiming, pacing, attempts, outcomes, leases.
+
+Every function takes the session first and never commits; the worker owns transactions.
+On PostgreSQL many dialers share the queue: claims lock rows with `FOR UPDATE SKIP LOCKED`
+and serialise per tenant with a transaction-scoped advisory lock, so concurrency caps hold
+across processes. On SQLite every write transaction is `BEGIN IMMEDIATE`, which serialises
+them; one dialer process is supported there."""
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outdial.agents.models import Agent
+from outdial.billing import service as billing
+from outdial.billing.models import LedgerEntry
+from outdial.calls.models import Call, DialJob, Participant
+from outdial.db import bulk_insert, insert_ignoring_conflicts, utcnow
+from outdial.dialer.models import CallerPacing, DialAttempt
+from outdial.dnc.models import DncEntry
+from outdial.ids import new_id, new_ids
+from outdial.telephony.base import CallEvent
+from outdial.tenants.models import Tenant
+
+IN_FLIGHT = ("placing", "placed", "answered")
+FINAL_PARTICIPANT = ("completed", "failed", "canceled")
+REACHED = frozenset({"answered", "voicemail"})
+"""End reasons of a call someone (or a machine) picked up: billed, and the job completed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    id: str
+    max_concurrency: int
+    calls_per_second: float
+
+
+@dataclass(slots=True)
+class ClaimedJob:
+    id: str
+    tenant_id: str
+    call_id: str
+    participant_id: str
+    campaign_id: str | None
+    to_number: str
+    from_number: str
+    attempt: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DialPolicy:
+    """How a call's jobs are dialed: from the call (and, later, its campaign)."""
+
+    calling_window: dict[str, Any] | None
+    retry: dict[str, Any] | None
+    ring_timeout_seconds: int
+    voicemail_behavior: str
+    rate_per_minute_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewAttempt:
+    id: str
+    job: ClaimedJob
+    attempt_no: int
+    dial_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A participant's attempt that has ended (or could not start), to be settled."""
+
+    job_id: str
+    attempt_id: str | None
+    end_reason: str
+    at: datetime
+    talk_seconds: int = 0
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# --- claiming ------------------------------------------------------------------------------
+
+
+async def tenants_with_due_jobs(session: AsyncSession, *, now: datetime) -> list[TenantLimits]:
+    """Tenants that have at least one job due now; one index probe per tenant."""
+    due = (
+        select(DialJob.id)
+        .where(DialJob.tenant_id == Tenant.id, DialJob.status == "waiting", DialJob.run_at <= now)
+        .exists()
+    )
+    rows = await session.execute(
+        select(Tenant.id, Tenant.max_concurrency, Tenant.calls_per_second)
+        .where(Tenant.is_active.is_(True), due)
+        .order_by(Tenant.id)
+    )
+    return [TenantLimits(r.id, r.max_concurrency, r.calls_per_second) for r in rows]
+
+
+async def _lock_tenant_queue(session: AsyncSession, tenant_id: str) -> bool:
+    """Serialise claims per tenant across dialers (PostgreSQL); False if another has it now."""
+    if not _is_postgres(session):
+        return True
+    return bool(
+        await session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(hashtext('outdial.claim.' || :tenant))"),
+            {"tenant": tenant_id},
+        )
+    )
+
+
+async def claim_jobs(
+    session: AsyncSession,
+    *,
+    tenant: TenantLimits,
+    dialer_id: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+) -> list[ClaimedJob]:
+    """Claim up to `limit` due jobs of one tenant, never past its concurrency cap."""
+    if not await _lock_tenant_queue(session, tenant.id):
+        return []
+    active = await session.scalar(
+        select(func.count())
+        .select_from(DialJob)
+        .where(DialJob.tenant_id == tenant.id, DialJob.status == "active")
+    )
+    room = min(limit, tenant.max_concurrency - (active or 0))
+    if room <= 0:
+        return []
+    due = (
+        select(DialJob.id)
+        .where(DialJob.tenant_id == tenant.id, DialJob.status == "waiting", DialJob.run_at <= now)
+        .order_by(DialJob.run_at, DialJob.id)
+        .limit(room)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(await session.scalars(due))
+    if not ids:
+        return []
+    rows = await session.execute(
+        update(DialJob)
+        .where(DialJob.id.in_(ids), DialJob.status == "waiting")
+        .values(status="active", lease_owner=dialer_id, lease_expires_at=lease_until)
+        .returning(
+            DialJob.id,
+            DialJob.tenant_id,
+            DialJob.call_id,
+            DialJob.participant_id,
+            DialJob.campaign_id,
+            DialJob.to_number,
+            DialJob.from_number,
+            DialJob.attempt,
+            DialJob.max_attempts,
+        )
+    )
+    return [ClaimedJob(*row) for row in rows]
+
+
+async def release_jobs(
+    session: AsyncSession, *, job_ids: Sequence[str], run_at: datetime | None = None
+) -> None:
+    """Give claimed jobs back to the queue, due at `run_at` (or as they were)."""
+    if not job_ids:
+        return
+    values: dict[str, Any] = {"status": "waiting", "lease_owner": None, "lease_expires_at": None}
+    if run_at is not None:
+        values["run_at"] = run_at
+    await session.execute(update(DialJob).where(DialJob.id.in_(list(job_ids))).values(**values))
+
+
+async def policies_for(session: AsyncSession, *, call_ids: Iterable[str]) -> dict[str, DialPolicy]:
+    rows = await session.execute(
+        select(
+            Call.id,
+            Call.calling_window,
+            Call.retry,
+            Call.ring_timeout_seconds,
+            Agent.voicemail_behavior,
+            Agent.rate_per_minute_micros,
+        )
+        .join(Agent, Agent.id == Call.agent_id)
+        .where(Call.id.in_(set(call_ids)))
+    )
+    return {row[0]: DialPolicy(*row[1:]) for row in rows}
+
+
+async def blocked_numbers(
+    session: AsyncSession, *, tenant_id: str, numbers: Iterable[str]
+) -> set[str]:
+    """The DNC re-check made right before dialing."""
+    rows = await session.scalars(
+        select(DncEntry.phone_number).where(
+            DncEntry.tenant_id == tenant_id, DncEntry.phone_number.in_(set(numbers))
+        )
+    )
+    return set(rows)
+
+
+async def tenant_in_credit(session: AsyncSession, *, tenant_id: str) -> bool:
+    """False when charges have outrun the balance: such a tenant's jobs wait, not fail."""
+    return await billing.available_micros(session, tenant_id=tenant_id) >= 0
+
+
+# --- pacing --------------------------------------------------------------------------------
+
+
+async def reserve_slots(
+    session: AsyncSession,
+    *,
+    from_number: str,
+    calls_per_second: float,
+    count: int,
+    now: float,
+    horizon: float,
+) -> list[float]:
+    """Reserve up to `count` dial instants (epoch seconds) for a caller ID, spaced so that no
+    one-second window ever holds more than `calls_per_second` dials, none later than
+    `now + horizon`. Shared by all dialers through the `caller_pacing` row."""
+    await session.execute(
+        insert_ignoring_conflicts(session, CallerPacing),
+        [{"from_number": from_number, "next_slot_at": 0.0}],
+    )
+    next_slot = await session.scalar(
+        select(CallerPacing.next_slot_at)
+        .where(CallerPacing.from_number == from_number)
+        .with_for_update()
+    )
+    # A hair over 1/cps: the provider receives a dial a little after its slot, with jitter.
+    interval = 1.0 / calls_per_second * 1.02
+    start = max(next_slot or 0.0, now)
+    fits = math.floor((now + horizon - start) / interval) + 1 if start <= now + horizon else 0
+    taken = max(0, min(count, fits))
+    if taken:
+        await session.execute(
+            update(CallerPacing)
+            .where(CallerPacing.from_number == from_number)
+            .values(next_slot_at=start + taken * interval)
+        )
+    return [start + i * interval for i in range(taken)]
+
+
+# --- attempts ------------------------------------------------------------------------------
+
+
+async def start_attempts(
+    session: AsyncSession, *, attempts: Sequence[NewAttempt], dialer_id: str, provider: str
+) -> None:
+    """Record attempts as committed before any is dialed, and mark their participants dialing."""
+    if not attempts:
+        return
+    now = utcnow()
+    await bulk_insert(
+        session,
+        DialAttempt.__table__,
+        [
+            {
+                "id": a.id,
+                "job_id": a.job.id,
+                "participant_id": a.job.participant_id,
+                "call_id": a.job.call_id,
+                "tenant_id": a.job.tenant_id,
+                "attempt_no": a.attempt_no,
+                "status": "placing",
+                "provider": provider,
+                "to_number": a.job.to_number,
+                "from_number": a.job.from_number,
+                "dialer_id": dialer_id,
+                "dial_at": a.dial_at,
+                "created_at": now,
+            }
+            for a in attempts
+        ],
+    )
+    job_ids = [a.job.id for a in attempts]
+    await session.execute(
+        update(DialJob).where(DialJob.id.in_(job_ids)).values(attempt=DialJob.attempt + 1)
+    )
+    await session.execute(
+        update(Participant)
+        .where(Participant.id.in_([a.job.participant_id for a in attempts]))
+        .values(status="dialing", attempts=Participant.attempts + 1, dialed_at=now)
+    )
+    for attempt in attempts:
+        attempt.job.attempt += 1
+
+
+def new_attempt_ids(count: int) -> list[str]:
+    return new_ids("att", count)
+
+
+async def mark_placed(
+    session: AsyncSession, *, placed: Sequence[tuple[str, str, datetime]]
+) -> None:
+    """(attempt id, provider call id, when) for attempts the provider has taken."""
+    if not placed:
+        return
+    await session.execute(
+        update(DialAttempt.__table__)
+        .where(DialAttempt.id == bindparam("b_id"), DialAttempt.status == "placing")
+        .values(
+            status="placed",
+            provider_call_id=bindparam("b_provider_call_id"),
+            placed_at=bindparam("b_at"),
+        ),
+        [{"b_id": a, "b_provider_call_id": p, "b_at": at} for a, p, at in placed],
+    )
+
+
+async def mark_answered(session: AsyncSession, *, events: Sequence[CallEvent]) -> None:
+    if not events:
+        return
+    rows = await session.execute(
+        select(DialAttempt.id, DialAttempt.participant_id).where(
+            DialAttempt.id.in_([e.attempt_id for e in events]),
+            DialAttempt.status.in_(("placing", "placed")),
+        )
+    )
+    participant_of = {row.id: row.participant_id for row in rows}
+    live = [e for e in events if e.attempt_id in participant_of]
+    if not live:
+        return
+    params = [{"b_id": e.attempt_id, "b_at": e.at} for e in live]
+    await session.execute(
+        update(DialAttempt.__table__)
+        .where(DialAttempt.id == bindparam("b_id"))
+        .values(status="answered", answered_at=bindparam("b_at")),
+        params,
+    )
+    await session.execute(
+        update(Participant.__table__)
+        .where(Participant.id == bindparam("b_id"), Participant.status == "dialing")
+        .values(status="in_progress", answered_at=bindparam("b_at")),
+        [{"b_id": participant_of[e.attempt_id], "b_at": e.at} for e in live],
+    )
+
+
+async def in_flight_attempts(
+    session: AsyncSession, *, attempt_ids: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """attempt id → (job id, status) for attempts not yet settled, locked against a racing
+    settler (a reconciling dialer) on PostgreSQL."""
+    if not attempt_ids:
+        return {}
+    rows = await session.execute(
+        select(DialAttempt.id, DialAttempt.job_id, DialAttempt.status)
+        .where(DialAttempt.id.in_(list(attempt_ids)), DialAttempt.status.in_(IN_FLIGHT))
+        .with_for_update()
+    )
+    return {row.id: (row.job_id, row.status) for row in rows}
+
+
+async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
+    """Settle ended attempts: retry per the call's policy, or finish the participant (status,
+    end reason, duration, charge, hold released) and, when it was the last, the call."""
+    if not endings:
+        return
+    attempt_ids = [e.attempt_id for e in endings if e.attempt_id]
+    if attempt_ids:
+        lost_or_ended = {
+            e.attempt_id: ("lost" if e.end_reason == "lost" else "ended") for e in endings
+        }
+        await session.execute(
+            update(DialAttempt.__table__)
+            .where(DialAttempt.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                ended_at=bindparam("b_at"),
+                end_reason=bindparam("b_reason"),
+                talk_seconds=bindparam("b_talk"),
+            ),
+            [
+                {
+                    "b_id": e.attempt_id,
+                    "b_status": lost_or_ended[e.attempt_id],
+                    "b_at": e.at,
+                    "b_reason": e.end_reason,
+                    "b_talk": e.talk_seconds,
+                }
+                for e in endings
+                if e.attempt_id
+            ],
+        )
+    jobs = {
+        row.id: row
+        for row in await session.execute(
+            select(
+                DialJob.id,
+                DialJob.tenant_id,
+                DialJob.call_id,
+                DialJob.participant_id,
+                DialJob.attempt,
+                DialJob.max_attempts,
+                Participant.hold_micros,
+            )
+            .join(Participant, Participant.id == DialJob.participant_id)
+            .where(DialJob.id.in_([e.job_id for e in endings]))
+        )
+    }
+    policies = await policies_for(session, call_ids={row.call_id for row in jobs.values()})
+    retries: list[dict[str, Any]] = []
+    finals: list[dict[str, Any]] = []
+    charges: dict[str, tuple[int, int]] = {}
+    ledger: list[dict[str, Any]] = []
+    for ending in endings:
+        job = jobs[ending.job_id]
+        policy = policies[job.call_id]
+        if _should_retry(policy, ending.end_reason, job.attempt, job.max_attempts):
+            delay = timedelta(seconds=(policy.retry or {}).get("delay_seconds", 0))
+            retries.append(
+                {
+                    "b_job": job.id,
+                    "b_participant": job.participant_id,
+                    "b_run_at": ending.at + delay,
+                }
+            )
+            continue
+        reached = ending.end_reason in REACHED
+        cost = (
+            billing.call_cost_micros(policy.rate_per_minute_micros, ending.talk_seconds)
+            if reached
+            else 0
+        )
+        finals.append(
+            {
+                "b_job": job.id,
+                "b_job_status": "completed" if reached else "failed",
+                "b_participant": job.participant_id,
+                "b_status": "completed" if reached else "failed",
+                "b_reason": ending.end_reason,
+                "b_at": ending.at,
+                "b_duration": ending.talk_seconds if reached else None,
+                "b_cost": cost,
+            }
+        )
+        held, charged = charges.get(job.tenant_id, (0, 0))
+        charges[job.tenant_id] = (held + job.hold_micros, charged + cost)
+        if cost:
+            ledger.append(
+                {
+                    "id": new_id("led"),
+                    "tenant_id": job.tenant_id,
+                    "amount_micros": -cost,
+                    "kind": "charge",
+                    "reference": job.participant_id,
+                    "created_at": ending.at,
+                }
+            )
+    await _requeue(session, retries)
+    await _finish(session, finals)
+    for tenant_id, (held, charged) in charges.items():
+        await session.execute(
+            update(Tenant)
+            .where(Tenant.id == tenant_id)
+            .values(
+                held_micros=Tenant.held_micros - held,
+                balance_micros=Tenant.balance_micros - charged,
+            )
+        )
+    await bulk_insert(session, LedgerEntry.__table__, ledger)
+    if finals:
+        await complete_finished_calls(session, call_ids={jobs[f["b_job"]].call_id for f in finals})
+
+
+def _should_retry(policy: DialPolicy, end_reason: str, attempt: int, max_attempts: int) -> bool:
+    retry = policy.retry
+    return bool(retry) and end_reason in retry["on"] and attempt < max_attempts
+
+
+async def _requeue(session: AsyncSession, retries: list[dict[str, Any]]) -> None:
+    if not retries:
+        return
+    await session.execute(
+        update(DialJob.__table__)
+        .where(DialJob.id == bindparam("b_job"))
+        .values(
+            status="waiting",
+            run_at=bindparam("b_run_at"),
+            lease_owner=None,
+            lease_expires_at=None,
+        ),
+        [{"b_job": r["b_job"], "b_run_at": r["b_run_at"]} for r in retries],
+    )
+    await session.execute(
+        update(Participant.__table__)
+        .where(Participant.id == bindparam("b_participant"))
+        .values(status="queued"),
+        [{"b_participant": r["b_participant"]} for r in retries],
+    )
+
+
+async def _finish(session: AsyncSession, finals: list[dict[str, Any]]) -> None:
+    if not finals:
+        return
+    await session.execute(
+        update(DialJob.__table__)
+        .where(DialJob.id == bindparam("b_job"))
+        .values(status=bindparam("b_job_status"), lease_owner=None, lease_expires_at=None),
+        [{"b_job": f["b_job"], "b_job_status": f["b_job_status"]} for f in finals],
+    )
+    await session.execute(
+        update(Participant.__table__)
+        .where(Participant.id == bindparam("b_participant"))
+        .values(
+            status=bindparam("b_status"),
+            end_reason=bindparam("b_reason"),
+            ended_at=bindparam("b_at"),
+            duration_seconds=bindparam("b_duration"),
+            cost_micros=bindparam("b_cost"),
+        ),
+        [{k: v for k, v in f.items() if k not in ("b_job", "b_job_status")} for f in finals],
+    )
+
+
+async def complete_finished_calls(session: AsyncSession, *, call_ids: set[str]) -> None:
+    """A call whose every participant is final is completed."""
+    unfinished = select(Participant.id).where(
+        Participant.call_id == Call.id, Participant.status.not_in(FINAL_PARTICIPANT)
+    )
+    await session.execute(
+        update(Call)
+        .where(Call.id.in_(call_ids), Call.ended_at.is_(None), ~unfinished.exists())
+        .values(status="completed", ended_at=utcnow())
+    )
+
+
+# --- leases and reconciliation ---------------------------------------------------------------
+
+
+async def renew_leases(session: AsyncSession, *, dialer_id: str, lease_until: datetime) -> int:
+    result = await session.execute(
+        update(DialJob)
+        .where(DialJob.lease_owner == dialer_id, DialJob.status == "active")
+        .values(lease_expires_at=lease_until)
+    )
+    return result.rowcount
+
+
+async def take_over_expired(
+    session: AsyncSession, *, dialer_id: str, now: datetime, lease_until: datetime, limit: int
+) -> list[str]:
+    """Claim, for reconciliation, active jobs whose dialer stopped renewing its lease."""
+    expired = (
+        select(DialJob.id)
+        .where(DialJob.status == "active", DialJob.lease_expires_at < now)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(await session.scalars(expired))
+    if not ids:
+        return []
+    await session.execute(
+        update(DialJob)
+        .where(DialJob.id.in_(ids))
+        .values(lease_owner=dialer_id, lease_expires_at=lease_until)
+    )
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanAttempt:
+    id: str
+    job_id: str
+    participant_id: str
+    status: str
+
+
+async def orphan_attempts(session: AsyncSession, *, job_ids: Sequence[str]) -> list[OrphanAttempt]:
+    """The unsettled attempt of each taken-over job (jobs without one have none in flight)."""
+    rows = await session.execute(
+        select(DialAttempt.id, DialAttempt.job_id, DialAttempt.participant_id, DialAttempt.status)
+        .join(DialJob, DialJob.id == DialAttempt.job_id)
+        .where(
+            DialAttempt.job_id.in_(list(job_ids)),
+            DialAttempt.attempt_no == DialJob.attempt,
+            DialAttempt.status.in_(IN_FLIGHT),
+        )
+    )
+    return [OrphanAttempt(*row) for row in rows]
+
+
+async def attempts_by_id(
+    session: AsyncSession, *, attempt_ids: Sequence[str]
+) -> list[OrphanAttempt]:
+    """The still-unsettled attempts among these, locked against a racing settler."""
+    if not attempt_ids:
+        return []
+    rows = await session.execute(
+        select(DialAttempt.id, DialAttempt.job_id, DialAttempt.participant_id, DialAttempt.status)
+        .where(DialAttempt.id.in_(list(attempt_ids)), DialAttempt.status.in_(IN_FLIGHT))
+        .with_for_update()
+    )
+    return [OrphanAttempt(*row) for row in rows]
+
+
+async def withdraw_attempts(
+    session: AsyncSession, *, attempts: Sequence[OrphanAttempt], run_at: datetime | None = None
+) -> None:
+    """Undo attempts the provider never received: they never happened, so the jobs go back to
+    the queue (due at `run_at`, or as they were) and no number is dialed twice."""
+    if not attempts:
+        return
+    await session.execute(delete(DialAttempt).where(DialAttempt.id.in_([a.id for a in attempts])))
+    job_ids = [a.job_id for a in attempts]
+    await session.execute(
+        update(DialJob)
+        .where(DialJob.id.in_(job_ids))
+        .values(
+            attempt=DialJob.attempt - 1,
+            status="waiting",
+            lease_owner=None,
+            lease_expires_at=None,
+            **({"run_at": run_at} if run_at is not None else {}),
+        )
+    )
+    await session.execute(
+        update(Participant)
+        .where(Participant.id.in_([a.participant_id for a in attempts]))
+        .values(status="queued", attempts=Participant.attempts - 1)
+    )
+
+
+async def hangups_requested(session: AsyncSession, *, dialer_id: str) -> list[str]:
+    """Attempts of this dialer whose call someone asked to end (POST /v1/calls/{id}/end)."""
+    rows = await session.scalars(
+        select(DialAttempt.id)
+        .join(Participant, Participant.id == DialAttempt.participant_id)
+        .where(
+            DialAttempt.dialer_id == dialer_id,
+            DialAttempt.status.in_(IN_FLIGHT),
+            Participant.hangup_requested_at.is_not(None),
+        )
+    )
+    return list(rows)

@@ -1,0 +1,156 @@
+"""A carrier simulated in-process: no account, no network. Shipped code, not a test double.
+
+The outcome depends on the number's last two digits: 00-69 answered, 70-84 no answer,
+85-94 busy, 95-97 voicemail, 98-99 failed. Ring and talk times are divided by the speed
+factor. With a CDR path set, every dial received is appended there as one JSON line
+`{"attempt_id", "to", "from", "at"}` before `place` returns: the carrier's own record of what
+it was asked to dial, which tests count to prove nobody was dialed twice."""
+
+import asyncio
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from outdial.telephony.base import (
+    AttemptState,
+    CallEvent,
+    DialRequest,
+    EndReason,
+    EventSink,
+    TelephonyProvider,
+)
+
+ENDED_REMEMBERED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """What the simulated far end does, in seconds at speed 1."""
+
+    ring_seconds: float
+    answered: bool
+    talk_seconds: float
+    end_reason: EndReason
+
+
+def script_for(request: DialRequest) -> Script:
+    """The deterministic behaviour for a number, from its last two (and four) digits."""
+    last2 = int(request.to[-2:])
+    talk = 10 + int(request.to[-4:]) % 50
+    if last2 <= 69:
+        return Script(3, True, talk, "answered")
+    if last2 <= 84:
+        return Script(request.ring_timeout_seconds, False, 0, "no_answer")
+    if last2 <= 94:
+        return Script(1, False, 0, "busy")
+    if last2 <= 97:
+        message = 15 if request.voicemail_behavior == "leave_message" else 1
+        return Script(4, True, message, "voicemail")
+    return Script(0.5, False, 0, "carrier_error")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SimulatedProvider(TelephonyProvider):
+    name = "simulated"
+
+    def __init__(self, events: EventSink, *, speed: float = 1.0, cdr_path: str | None = None):
+        super().__init__(events)
+        self.speed = speed
+        self.cdr_path = cdr_path
+        self._cdr_fd = (
+            os.open(cdr_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if cdr_path else None
+        )
+        self._live: dict[str, asyncio.Task[None]] = {}
+        self._answered: dict[str, datetime] = {}
+        self._ended: OrderedDict[str, CallEvent] = OrderedDict()
+
+    async def place(self, request: DialRequest) -> str:
+        """Record the dial in the CDR, then play the number's script in a task of its own."""
+        self._write_cdr(request)
+        task = asyncio.create_task(self._play(request, script_for(request)))
+        self._live[request.attempt_id] = task
+        task.add_done_callback(lambda _: self._live.pop(request.attempt_id, None))
+        return "sim-" + request.attempt_id
+
+    def _write_cdr(self, request: DialRequest) -> None:
+        if self._cdr_fd is None:
+            return
+        line = {
+            "attempt_id": request.attempt_id,
+            "to": request.to,
+            "from": request.from_number,
+            "at": _now().isoformat(),
+        }
+        # One write() on an O_APPEND descriptor: lines from many processes never interleave.
+        os.write(self._cdr_fd, (json.dumps(line) + "\n").encode())
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.speed)
+
+    async def _play(self, request: DialRequest, script: Script) -> None:
+        answered_at: datetime | None = None
+        end_reason = script.end_reason
+        try:
+            await self._sleep(script.ring_seconds)
+            if script.answered:
+                answered_at = _now()
+                self._answered[request.attempt_id] = answered_at
+                await self.events(CallEvent(request.attempt_id, "answered", answered_at))
+                await self._sleep(script.talk_seconds)
+        except asyncio.CancelledError:
+            # Hung up by us: an answered call ends as answered, an unanswered one as no answer.
+            end_reason = script.end_reason if answered_at else "no_answer"
+        ended_at = _now()
+        # Durations are reported in simulated seconds, as a real carrier would bill them.
+        talk = round((ended_at - answered_at).total_seconds() * self.speed) if answered_at else 0
+        end = CallEvent(request.attempt_id, "ended", ended_at, end_reason, talk)
+        self._answered.pop(request.attempt_id, None)
+        self._remember(end)
+        await self.events(end)
+
+    def _remember(self, end: CallEvent) -> None:
+        self._ended[end.attempt_id] = end
+        while len(self._ended) > ENDED_REMEMBERED:
+            self._ended.popitem(last=False)
+
+    async def hangup(self, attempt_id: str) -> None:
+        """Hang up a live simulated call; its `ended` event follows."""
+        task = self._live.get(attempt_id)
+        if task is not None:
+            task.cancel()
+
+    async def lookup(self, attempt_id: str) -> AttemptState:
+        """Live or ended calls of this process are known; for others the CDR tells whether the
+        carrier ever received the dial (if not, it is safe to place it again)."""
+        if attempt_id in self._live:
+            return AttemptState("live", answered_at=self._answered.get(attempt_id))
+        if attempt_id in self._ended:
+            return AttemptState("ended", end=self._ended[attempt_id])
+        if self.cdr_path is None:
+            return AttemptState("unknown")
+        received = await asyncio.to_thread(_cdr_mentions, Path(self.cdr_path), attempt_id)
+        return AttemptState("unknown" if received else "never_received")
+
+    async def aclose(self) -> None:
+        """Hang up every live call and close the CDR."""
+        tasks = list(self._live.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._cdr_fd is not None:
+            os.close(self._cdr_fd)
+            self._cdr_fd = None
+
+
+def _cdr_mentions(path: Path, attempt_id: str) -> bool:
+    if not path.exists():
+        return False
+    needle = f'"attempt_id": "{attempt_id}"'
+    with path.open() as cdr:
+        return any(needle in line for line in cdr)

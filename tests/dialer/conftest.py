@@ -1,0 +1,67 @@
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from outdial.config import Settings
+from outdial.dialer.worker import Dialer
+
+RunDialer = Callable[..., Any]
+
+
+@pytest.fixture
+def cdr_path(tmp_path: Path) -> Path:
+    return tmp_path / "cdr.jsonl"
+
+
+def read_cdr(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def running_dialer(app: FastAPI, database_url: str, cdr_path: Path) -> RunDialer:
+    """Run an in-process dialer (simulated carrier, fast) for the duration of a `with`."""
+
+    @asynccontextmanager
+    async def run(**overrides: Any) -> AsyncIterator[Dialer]:
+        settings = Settings(
+            database_url=database_url,
+            simulated_speed=overrides.pop("simulated_speed", 200.0),
+            simulated_cdr=str(cdr_path),
+            dialer_poll_seconds=0.02,
+            **overrides,
+        )
+        dialer = Dialer(app.state.sessionmaker, settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(dialer.run(stop))
+        try:
+            yield dialer
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    return run
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, within: float = 20.0, every: float = 0.05
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(every)
+
+
+async def queue_drained(client: httpx.AsyncClient, headers: dict[str, str]) -> bool:
+    stats = (await client.get("/v1/calls/queue/stats", headers=headers)).json()
+    return stats["waiting"] == 0 and stats["active"] == 0
