@@ -1,11 +1,11 @@
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, any_, event, literal
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, make_url
@@ -141,31 +141,45 @@ def _memoized(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | No
 
 
 async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert many rows in the session's transaction through the driver's fastest path
-    (COPY on PostgreSQL, executemany on SQLite), skipping per-row ORM work.
+    """Insert many rows in the session's transaction through the driver's fastest path, with
+    no per-row ORM work: one `INSERT … SELECT FROM unnest(arrays)` on PostgreSQL (a single
+    prepared statement, one round trip), `executemany` on SQLite.
 
     The hot paths (a 500-recipient batch, contact import) spend most of their time here."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    dialect = session.get_bind().dialect
     names = list(rows[0])
-    converters = [_memoized(_bulk_converter(table.c[name], dialect)) for name in names]
-    records = [
-        tuple(
-            value if convert is None else convert(value)
-            for convert, value in zip(converters, row.values(), strict=True)
-        )
-        for row in rows
-    ]
+    columns = []
+    for name in names:
+        values = [row[name] for row in rows]
+        convert = _memoized(_bulk_converter(table.c[name], dialect.name))
+        columns.append(values if convert is None else [convert(v) for v in values])
     connection = await session.connection()
     driver = (await connection.get_raw_connection()).driver_connection
-    if dialect == "postgresql":
-        await driver.copy_records_to_table(table.name, records=records, columns=names)
+    column_list = ", ".join(names)
+    if dialect.name == "postgresql":
+        arrays = ", ".join(
+            f"${i}::{table.c[name].type.compile(dialect=dialect)}[]"
+            for i, name in enumerate(names, start=1)
+        )
+        await driver.execute(
+            f"INSERT INTO {table.name} ({column_list}) SELECT * FROM unnest({arrays})", *columns
+        )
     else:
         placeholders = ", ".join("?" * len(names))
         await driver.executemany(
-            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})", records
+            f"INSERT INTO {table.name} ({column_list}) VALUES ({placeholders})",
+            list(zip(*columns, strict=True)),
         )
+
+
+def one_of(session: AsyncSession, column: Any, values: Collection[Any]) -> Any:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter however many values,
+    so a 500-number check is a single cached statement instead of 500 bind parameters."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(list(values), ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:

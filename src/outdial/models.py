@@ -2,7 +2,7 @@
 
 from outdial.agents.models import Agent
 from outdial.billing.models import LedgerEntry
-from outdial.calls.models import Call, DialJob, Participant, TelephonyLeg
+from outdial.calls.models import Call, DialJob, Participant
 from outdial.db import Base
 from outdial.dialer.models import CallerPacing, DialAttempt
 from outdial.dnc.models import DncEntry
@@ -25,7 +25,6 @@ __all__ = [
     "LedgerEntry",
     "Participant",
     "PhoneNumber",
-    "TelephonyLeg",
     "Tenant",
     "metadata",
 ]

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from outdial.calls.models import Call, DialJob, Participant, TelephonyLeg
+from outdial.calls.models import Call, DialJob, Participant
 from tests.conftest import TenantHandle, error_code, register_number
 
 SEED_SIMPLE = {
@@ -97,7 +97,7 @@ async def test_everything_is_committed_when_202_is_answered(client, tenant, agen
     assert response.status_code == 202
     # A new session on its own connection sees every row.
     async with app.state.sessionmaker() as session:
-        for model in (Participant, TelephonyLeg, DialJob):
+        for model in (Participant, DialJob):
             count = await session.scalar(select(func.count()).select_from(model))
             assert count == 500, model
         assert await session.scalar(select(func.count()).select_from(Call)) == 1

@@ -35,7 +35,7 @@ class Participant(Base):
     __tablename__ = "participants"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    # No foreign keys on the three bulk-written tables: PostgreSQL checks them row by row, which
+    # No foreign keys on the bulk-written tables: PostgreSQL checks them row by row, which
     # doubled the cost of a 500-recipient batch; they are only ever written together, by _queue.
     call_id: Mapped[str] = mapped_column(String(40), index=True)
     tenant_id: Mapped[str] = mapped_column(String(40))
@@ -59,37 +59,25 @@ class Participant(Base):
     hangup_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class TelephonyLeg(Base):
-    """The PSTN leg of a participant: what the provider knows the call by."""
-
-    __tablename__ = "telephony_legs"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    participant_id: Mapped[str] = mapped_column(String(40), index=True)
-    tenant_id: Mapped[str] = mapped_column(String(40))
-    provider: Mapped[str | None] = mapped_column(String(16))
-    provider_call_id: Mapped[str | None] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
 class DialJob(Base):
     """One entry of the durable dial queue; the dialer claims, leases and finishes these."""
 
     __tablename__ = "dial_jobs"
     __table_args__ = (
-        Index("ix_dial_jobs_due", "status", "run_at"),
+        # Claims walk a tenant's due jobs; reconciliation finds expired leases.
         Index("ix_dial_jobs_tenant_status_run_at", "tenant_id", "status", "run_at"),
+        Index("ix_dial_jobs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(40))
     call_id: Mapped[str] = mapped_column(String(40))
-    participant_id: Mapped[str] = mapped_column(String(40), index=True)
+    participant_id: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(16))
     to_number: Mapped[str] = mapped_column(String(16))
     from_number: Mapped[str] = mapped_column(String(16))
     variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    campaign_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(40))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

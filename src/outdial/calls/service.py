@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outdial.agents import service as agents
 from outdial.agents.models import Agent
 from outdial.billing import service as billing
-from outdial.calls.models import Call, DialJob, Participant, TelephonyLeg
+from outdial.calls.models import Call, DialJob, Participant
 from outdial.calls.schemas import BatchCreate, CallCreate, CallOptions
 from outdial.calls.webrtc import join_token
 from outdial.config import Settings
@@ -171,7 +171,8 @@ async def _queue(
     participants: Sequence[NewParticipant],
     field_name: str,
 ) -> QueuedCall:
-    """Validate, hold credits and store a call with its participants, legs and dial jobs.
+    """Validate, hold credits and store a call with its participants (each PSTN one with its
+    telephony leg id) and their dial jobs.
 
     Everything is written in the caller's transaction: the caller commits once, before it
     answers, so an answered request never loses a queued dial."""
@@ -215,7 +216,6 @@ async def _queue(
     leg_ids = new_ids("leg", count)
     job_ids = new_ids("job", count)
     participant_rows: list[dict[str, Any]] = []
-    leg_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
     queued: list[QueuedParticipant] = []
     for position, (p, from_number) in enumerate(zip(participants, from_numbers, strict=True)):
@@ -251,14 +251,6 @@ async def _queue(
             job_id=job_id,
         )
         if is_pstn:
-            leg_rows.append(
-                {
-                    "id": leg_id,
-                    "participant_id": participant_id,
-                    "tenant_id": tenant_id,
-                    "created_at": now,
-                }
-            )
             job_rows.append(
                 {
                     "id": job_id,
@@ -283,7 +275,6 @@ async def _queue(
         queued.append(entry)
 
     await bulk_insert(session, Participant.__table__, participant_rows)
-    await bulk_insert(session, TelephonyLeg.__table__, leg_rows)
     await bulk_insert(session, DialJob.__table__, job_rows)
     return QueuedCall(call=call, participants=queued)
 
@@ -419,7 +410,10 @@ async def end_call(session: AsyncSession, *, tenant_id: str, call_id: str) -> Ca
     unclaimed = list(
         await session.scalars(
             update(DialJob)
-            .where(DialJob.call_id == call.id, DialJob.status == "waiting")
+            .where(
+                DialJob.id.in_(select(Participant.job_id).where(Participant.call_id == call.id)),
+                DialJob.status == "waiting",
+            )
             .values(status="canceled")
             .returning(DialJob.participant_id)
         )

@@ -19,7 +19,7 @@ from outdial.agents.models import Agent
 from outdial.billing import service as billing
 from outdial.billing.models import LedgerEntry
 from outdial.calls.models import Call, DialJob, Participant
-from outdial.db import bulk_insert, insert_ignoring_conflicts, utcnow
+from outdial.db import bulk_insert, insert_ignoring_conflicts, one_of, utcnow
 from outdial.dialer.models import CallerPacing, DialAttempt
 from outdial.dnc.models import DncEntry
 from outdial.ids import new_id, new_ids
@@ -199,7 +199,7 @@ async def blocked_numbers(
     """The DNC re-check made right before dialing."""
     rows = await session.scalars(
         select(DncEntry.phone_number).where(
-            DncEntry.tenant_id == tenant_id, DncEntry.phone_number.in_(set(numbers))
+            DncEntry.tenant_id == tenant_id, one_of(session, DncEntry.phone_number, set(numbers))
         )
     )
     return set(rows)

@@ -3,7 +3,7 @@ from collections.abc import Collection
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outdial.db import insert_ignoring_conflicts, utcnow
+from outdial.db import insert_ignoring_conflicts, one_of, utcnow
 from outdial.dnc.models import DncEntry
 from outdial.errors import NotFound
 from outdial.pagination import PageParams, paginate
@@ -48,7 +48,8 @@ async def blocked_numbers(
     return set(
         await session.scalars(
             select(DncEntry.phone_number).where(
-                DncEntry.tenant_id == tenant_id, DncEntry.phone_number.in_(list(phone_numbers))
+                DncEntry.tenant_id == tenant_id,
+                one_of(session, DncEntry.phone_number, phone_numbers),
             )
         )
     )

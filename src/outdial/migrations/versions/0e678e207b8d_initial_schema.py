@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 7539279b6f26
+Revision ID: 0e678e207b8d
 Revises:
-Create Date: 2026-11-23 18:34:43.944231
+Create Date: 2026-11-23 18:48:22.015440
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import outdial.db
 
-revision: str = "7539279b6f26"
+revision: str = "0e678e207b8d"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -81,10 +81,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dial_jobs")),
     )
     with op.batch_alter_table("dial_jobs", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_dial_jobs_campaign_id"), ["campaign_id"], unique=False)
-        batch_op.create_index("ix_dial_jobs_due", ["status", "run_at"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_dial_jobs_participant_id"), ["participant_id"], unique=False
+            "ix_dial_jobs_status_lease", ["status", "lease_expires_at"], unique=False
         )
         batch_op.create_index(
             "ix_dial_jobs_tenant_status_run_at", ["tenant_id", "status", "run_at"], unique=False
@@ -139,21 +137,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("participants", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_participants_call_id"), ["call_id"], unique=False)
-
-    op.create_table(
-        "telephony_legs",
-        sa.Column("id", sa.String(length=40), nullable=False),
-        sa.Column("participant_id", sa.String(length=40), nullable=False),
-        sa.Column("tenant_id", sa.String(length=40), nullable=False),
-        sa.Column("provider", sa.String(length=16), nullable=True),
-        sa.Column("provider_call_id", sa.String(length=100), nullable=True),
-        sa.Column("created_at", outdial.db.UTCDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_telephony_legs")),
-    )
-    with op.batch_alter_table("telephony_legs", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_telephony_legs_participant_id"), ["participant_id"], unique=False
-        )
 
     op.create_table(
         "tenants",
@@ -351,10 +334,6 @@ def downgrade() -> None:
 
     op.drop_table("agents")
     op.drop_table("tenants")
-    with op.batch_alter_table("telephony_legs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_telephony_legs_participant_id"))
-
-    op.drop_table("telephony_legs")
     with op.batch_alter_table("participants", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_participants_call_id"))
 
@@ -362,9 +341,7 @@ def downgrade() -> None:
     op.drop_table("idempotency_keys")
     with op.batch_alter_table("dial_jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_dial_jobs_tenant_status_run_at")
-        batch_op.drop_index(batch_op.f("ix_dial_jobs_participant_id"))
-        batch_op.drop_index("ix_dial_jobs_due")
-        batch_op.drop_index(batch_op.f("ix_dial_jobs_campaign_id"))
+        batch_op.drop_index("ix_dial_jobs_status_lease")
 
     op.drop_table("dial_jobs")
     with op.batch_alter_table("dial_attempts", schema=None) as batch_op:
