@@ -13,7 +13,8 @@ from tests.conftest import TenantHandle, error_code, register_number
 from tests.routes import PUBLIC, api_routes, fill
 
 # The only routes a publishable key may use; every other route answers it 403.
-PUBLISHABLE_ALLOWED = {("POST", "/v1/calls"), ("GET", "/v1/auth/me")}
+# API.md: a publishable key may only POST /v1/calls; "anything else → 403".
+PUBLISHABLE_ALLOWED = {("POST", "/v1/calls")}
 
 KEY_FIELDS = {
     "id",
@@ -61,7 +62,6 @@ async def test_create_secret_key_shows_plaintext_once(client, tenant) -> None:
     assert body["label"] == "server"
     assert body["key"].startswith("sb_secret_")
     assert body["last4"] == body["key"][-4:]
-    assert body["agent_id"] is None and body["channels"] is None
 
     listed = (await client.get("/v1/keys", headers=tenant.headers)).json()
     assert listed["next_cursor"] is None
@@ -286,8 +286,8 @@ async def test_list_keys_pages(client, tenant) -> None:
 async def test_deleted_key_stops_working_at_once(client, tenant, agent) -> None:
     created = (await create_key(client, tenant, type="secret", label="doomed")).json()
     public = (await create_key(client, tenant, type="publishable", agent_id=agent["id"])).json()
-    for key in (created, public):
-        assert (await client.get("/v1/auth/me", headers=bearer(key["key"]))).status_code == 200
+    for key, works in ((created, 200), (public, 403)):  # a publishable key may not read /me
+        assert (await client.get("/v1/auth/me", headers=bearer(key["key"]))).status_code == works
         response = await client.delete(f"/v1/keys/{key['id']}", headers=tenant.headers)
         assert response.status_code == 204
         assert response.content == b""
@@ -329,23 +329,17 @@ async def test_me_with_a_secret_key(client, make_tenant) -> None:
     assert body["tenant_name"].startswith("tenant-")
     assert body["key_id"].startswith("key_")
     assert body["key_type"] == "secret"
-    assert body["agent_id"] is None and body["channels"] is None
     assert body["max_concurrency"] == 7
     assert body["calls_per_second"] == 1.5
 
 
-async def test_me_with_a_publishable_key(client, tenant, agent) -> None:
+async def test_me_refuses_a_publishable_key(client, tenant, agent) -> None:
     created = await create_key(
         client, tenant, type="publishable", agent_id=agent["id"], channels=["phone"]
     )
     response = await client.get("/v1/auth/me", headers=bearer(created.json()["key"]))
-    assert response.status_code == 200
-    body = response.json()
-    assert body["tenant_id"] == tenant.id
-    assert body["key_id"] == created.json()["id"]
-    assert body["key_type"] == "publishable"
-    assert body["agent_id"] == agent["id"]
-    assert body["channels"] == ["phone"]
+    assert response.status_code == 403
+    assert error_code(response) == "publishable_key_forbidden"
 
 
 # --- 401: missing, unknown, malformed ------------------------------------------------------
@@ -463,3 +457,16 @@ async def test_publishable_key_is_bound_to_its_channels(client, tenant, agent) -
     response = await client.post("/v1/calls", json=body, headers=bearer(created.json()["key"]))
     assert response.status_code == 403
     assert error_code(response) == "publishable_key_forbidden"
+
+
+async def test_the_last_secret_key_cannot_be_deleted(client, tenant) -> None:
+    keys = (await client.get("/v1/keys", headers=tenant.headers)).json()["data"]
+    (only,) = [k for k in keys if k["type"] == "secret"]
+    refused = await client.delete(f"/v1/keys/{only['id']}", headers=tenant.headers)
+    assert refused.status_code == 409
+    assert error_code(refused) == "last_secret_key"
+    assert (await client.get("/v1/auth/me", headers=tenant.headers)).status_code == 200
+    spare = (await create_key(client, tenant, type="secret")).json()
+    deleted = await client.delete(f"/v1/keys/{only['id']}", headers=tenant.headers)
+    assert deleted.status_code == 204
+    assert (await client.get("/v1/auth/me", headers=bearer(spare["key"]))).status_code == 200

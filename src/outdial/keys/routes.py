@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from outdial.errors import error_responses
 from outdial.idempotency import idempotent
 from outdial.keys import service
-from outdial.keys.auth import AnyKey, SecretKey, Session
+from outdial.keys.auth import SecretKey, Session
 from outdial.keys.models import ApiKey
 from outdial.keys.schemas import KeyCreate, KeyCreated, KeyOut, Me
 from outdial.pagination import Page, PageParams, page_of, page_params
@@ -59,24 +59,22 @@ async def list_keys(
     return Page(data=[key_out(k) for k in rows], next_cursor=cursor)
 
 
-@router.delete("/keys/{key_id}", status_code=204, responses=error_responses(403, 404))
+@router.delete("/keys/{key_id}", status_code=204, responses=error_responses(403, 404, 409))
 async def delete_key(key_id: str, session: Session, principal: SecretKey) -> Response:
-    """Delete a key; it stops working at once."""
+    """Delete a key; it stops working at once. The last secret key cannot be deleted (409)."""
     await service.delete_key(session, tenant_id=principal.tenant_id, key_id=key_id)
     return Response(status_code=204)
 
 
 @router.get("/auth/me", response_model=Me)
-async def me(session: Session, principal: AnyKey) -> Me:
-    """Who this key is: its tenant, type and limits."""
+async def me(session: Session, principal: SecretKey) -> Me:
+    """Who this key is: its tenant, type and limits (secret keys only, as the contract says)."""
     tenant = await tenants.get_tenant(session, tenant_id=principal.tenant_id)
     return Me(
         tenant_id=tenant.id,
         tenant_name=tenant.name,
         key_id=principal.key_id,
         key_type=principal.key_type,
-        agent_id=principal.agent_id,
-        channels=list(principal.channels) or None,
         max_concurrency=tenant.max_concurrency,
         calls_per_second=tenant.calls_per_second,
     )

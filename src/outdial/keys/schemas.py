@@ -51,7 +51,5 @@ class Me(BaseModel):
     tenant_name: str
     key_id: str
     key_type: str
-    agent_id: str | None
-    channels: list[str] | None
     max_concurrency: int
     calls_per_second: float

@@ -2,16 +2,17 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents import service as agents
-from outdial.errors import NotFound, Unauthorized
+from outdial.errors import Conflict, NotFound, Unauthorized
 from outdial.ids import new_id
 from outdial.keys.models import ApiKey
 from outdial.keys.schemas import KeyCreate
 from outdial.numbers import service as numbers
 from outdial.pagination import PageParams, paginate
+from outdial.tenants.models import Tenant
 
 PREFIXES = {"secret": "sb_secret_", "publishable": "sb_publishable_"}
 
@@ -92,11 +93,27 @@ async def list_keys(session: AsyncSession, *, tenant_id: str, page: PageParams) 
 
 
 async def delete_key(session: AsyncSession, *, tenant_id: str, key_id: str) -> None:
-    result = await session.execute(
-        delete(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
+    """Delete a key; it stops working at once. The last secret key stays: without it the
+    tenant could never manage its account again (no API call could mint a new one)."""
+    # Concurrent deletions of a tenant's keys queue here, so two cannot remove the last two.
+    await session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    key = await session.scalar(
+        select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.id == key_id)
     )
-    if result.rowcount == 0:
+    if key is None:
         raise NotFound(f"No key {key_id}.", code="key_not_found")
+    if key.type == "secret":
+        secret_keys = await session.scalar(
+            select(func.count())
+            .select_from(ApiKey)
+            .where(ApiKey.tenant_id == tenant_id, ApiKey.type == "secret")
+        )
+        if secret_keys == 1:
+            raise Conflict(
+                "This is the tenant's last secret key; create another before deleting it.",
+                code="last_secret_key",
+            )
+    await session.execute(delete(ApiKey).where(ApiKey.id == key.id))
 
 
 async def authenticate(session: AsyncSession, *, token: str) -> Principal:
