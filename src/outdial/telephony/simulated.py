@@ -107,8 +107,10 @@ class SimulatedProvider(TelephonyProvider):
             # Hung up by us: an answered call ends as answered, an unanswered one as no answer.
             end_reason = script.end_reason if answered_at else "no_answer"
         ended_at = _now()
-        # Durations are reported in simulated seconds, as a real carrier would bill them.
-        talk = round((ended_at - answered_at).total_seconds() * self.speed) if answered_at else 0
+        # Durations are in simulated seconds, as a real carrier would bill them; a call cut
+        # short by a hang-up lasted what it lasted, scheduling delays never make it longer.
+        elapsed = (ended_at - answered_at).total_seconds() * self.speed if answered_at else 0
+        talk = round(min(elapsed, script.talk_seconds))
         end = CallEvent(request.attempt_id, "ended", ended_at, end_reason, talk)
         self._answered.pop(request.attempt_id, None)
         self._remember(end)
@@ -123,7 +125,7 @@ class SimulatedProvider(TelephonyProvider):
         """Hang up a live simulated call; its `ended` event follows."""
         task = self._live.get(attempt_id)
         if task is not None:
-            task.cancel()
+            _cancel_once_started(task)
 
     async def lookup(self, attempt_id: str) -> AttemptState:
         """Live or ended calls of this process are known; for others the CDR tells whether the
@@ -141,11 +143,19 @@ class SimulatedProvider(TelephonyProvider):
         """Hang up every live call and close the CDR."""
         tasks = list(self._live.values())
         for task in tasks:
-            task.cancel()
+            _cancel_once_started(task)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._cdr_fd is not None:
             os.close(self._cdr_fd)
             self._cdr_fd = None
+
+
+def _cancel_once_started(task: asyncio.Task[None]) -> None:
+    """Cancel a call's task after its first step. A task cancelled before it has started never
+    runs `_play`'s handler, so the call would end without an `ended` event (and the dialer
+    would wait for it forever). Its first step was scheduled by `create_task`, and the loop
+    runs callbacks in the order they were scheduled, so this cancel comes after it."""
+    asyncio.get_running_loop().call_soon(task.cancel)
 
 
 def _cdr_mentions(path: Path, attempt_id: str) -> bool:
