@@ -150,7 +150,8 @@ Make a first call, from another shell:
   curl -s -X POST {base}/v1/numbers -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{{"phone_number": "+15559990000"}}'
   AGENT=$(curl -s -X POST {base}/v1/agents -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{{"name": "demo", "rate_per_minute": 0.1}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   curl -s -X POST {base}/v1/calls/batch -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "{{\\"agent_id\\": \\"$AGENT\\", \\"to\\": [\\"+15559990001\\", \\"+15559990002\\"]}}"
-"""  # noqa: E501
+""",  # noqa: E501
+        soft_wrap=True,  # the commands must stay copy-pastable, whatever the terminal's width
     )
 
 

@@ -212,6 +212,11 @@ async def tenant_in_credit(session: AsyncSession, *, tenant_id: str) -> bool:
 
 # --- pacing --------------------------------------------------------------------------------
 
+SLOT_SLACK_SECONDS = 0.02
+"""A caller ID's dial slots are (1 + slack) / cps seconds apart, so a dial may reach the
+provider up to the slack after its slot and still no one-second window holds more than cps
+dials. The dialer hands back a dial that would be later than that instead of placing it."""
+
 
 async def reserve_slots(
     session: AsyncSession,
@@ -234,8 +239,7 @@ async def reserve_slots(
         .where(CallerPacing.from_number == from_number)
         .with_for_update()
     )
-    # A hair over 1/cps: the provider receives a dial a little after its slot, with jitter.
-    interval = 1.0 / calls_per_second * 1.02
+    interval = (1.0 + SLOT_SLACK_SECONDS) / calls_per_second
     start = max(next_slot or 0.0, now)
     fits = math.floor((now + horizon - start) / interval) + 1 if start <= now + horizon else 0
     taken = max(0, min(count, fits))
@@ -288,6 +292,11 @@ async def start_attempts(
         update(Participant)
         .where(Participant.id.in_([a.job.participant_id for a in attempts]))
         .values(status="dialing", attempts=Participant.attempts + 1, dialed_at=now)
+    )
+    await session.execute(
+        update(Call)
+        .where(Call.id.in_({a.job.call_id for a in attempts}), Call.status == "queued")
+        .values(status="in_progress")
     )
     for attempt in attempts:
         attempt.job.attempt += 1
