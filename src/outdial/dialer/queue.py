@@ -438,12 +438,15 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
             if reached
             else 0
         )
+        status = (
+            "completed" if reached else "canceled" if ending.end_reason == "canceled" else "failed"
+        )
         finals.append(
             {
                 "b_job": job.id,
-                "b_job_status": "completed" if reached else "failed",
+                "b_job_status": status,
                 "b_participant": job.participant_id,
-                "b_status": "completed" if reached else "failed",
+                "b_status": status,
                 "b_reason": ending.end_reason,
                 "b_at": ending.at,
                 "b_duration": ending.talk_seconds if reached else None,
@@ -635,6 +638,14 @@ async def withdraw_attempts(
         .where(Participant.id.in_([a.participant_id for a in attempts]))
         .values(status="queued", attempts=Participant.attempts - 1)
     )
+    # A participant whose call was ended meanwhile (its hang-up asked for by POST
+    # /v1/calls/{id}/end) is not queued again: it is canceled and its hold released.
+    ended = await session.scalars(
+        select(DialJob.id)
+        .join(Participant, Participant.id == DialJob.participant_id)
+        .where(DialJob.id.in_(job_ids), Participant.hangup_requested_at.is_not(None))
+    )
+    await settle(session, endings=[Ending(job_id, None, "canceled", utcnow()) for job_id in ended])
 
 
 async def hangups_requested(session: AsyncSession, *, dialer_id: str) -> list[str]:

@@ -108,13 +108,14 @@ class Dialer:
         await self.provider.aclose()
         log.info("dialer %s stopped", self.id)
 
-    async def _hand_back_unplaced(self) -> None:
-        tasks = list(self._waiting_to_place.values())
+    async def _hand_back_unplaced(self, attempt_ids: Iterable[str] | None = None) -> None:
+        """Cancel dials not yet handed to the provider (all, or these) and withdraw them."""
+        wanted = list(self._waiting_to_place) if attempt_ids is None else attempt_ids
+        ids = [a for a in wanted if a in self._waiting_to_place]
+        tasks = [self._waiting_to_place.pop(a) for a in ids]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        ids = list(self._waiting_to_place)
-        self._waiting_to_place.clear()
         if ids:
             async with self.sessionmaker() as session, session.begin():
                 orphans = await queue.attempts_by_id(session, attempt_ids=ids)
@@ -353,6 +354,8 @@ class Dialer:
                         session, dialer_id=self.id, lease_until=utcnow() + self.lease
                     )
                     hangups = await queue.hangups_requested(session, dialer_id=self.id)
+                # A dial still waiting for its slot is never placed: withdrawn, it is canceled.
+                await self._hand_back_unplaced(hangups)
                 for attempt_id in hangups:
                     await self.provider.hangup(attempt_id)
             except Exception:
