@@ -35,6 +35,10 @@ NO_CREDIT_RETRY = timedelta(seconds=30)
 PLACE_FAILURE_BACKOFF = timedelta(seconds=10)
 WINDOW_NEVER_OPENS_RETRY = timedelta(hours=6)
 WRITE_BATCH = 500
+DIAL_LEAD = timedelta(milliseconds=100)
+"""Dial slots are reserved this far ahead, so that a slot has not passed by the time the claim
+that reserved it has committed."""
+MAX_DIAL_LATENESS = timedelta(seconds=queue.SLOT_SLACK_SECONDS * 0.75)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +262,7 @@ class Dialer:
                 from_number=from_number,
                 calls_per_second=tenant.calls_per_second,
                 count=len(group),
-                now=_epoch(now),
+                now=_epoch(utcnow() + DIAL_LEAD),
                 horizon=horizon,
             )
             for job, slot in zip(group, slots, strict=False):
@@ -284,6 +288,16 @@ class Dialer:
         delay = (dial_at - utcnow()).total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
+        if (late := utcnow() - dial_at) > MAX_DIAL_LATENESS:
+            # Placed now it would crowd the caller ID's next slot, which another dialer may
+            # hold: pacing holds across dialers only if every dial keeps to its slot.
+            log.info(
+                "%s missed its dial slot by %.3f s; handed back",
+                request.attempt_id,
+                late.total_seconds(),
+            )
+            await self._hand_back(request.attempt_id)
+            return
         # Past this point the attempt is the provider's: shutdown no longer hands it back.
         self._waiting_to_place.pop(request.attempt_id, None)
         self._live_started(request.attempt_id)
@@ -296,6 +310,19 @@ class Dialer:
             await self._reconcile([request.attempt_id], retry_at=utcnow() + PLACE_FAILURE_BACKOFF)
             return
         await self._events.put(Placed(request.attempt_id, provider_call_id, utcnow()))
+
+    async def _hand_back(self, attempt_id: str) -> None:
+        """Withdraw an attempt that was never placed: its job is due again at once."""
+        while True:
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    orphans = await queue.attempts_by_id(session, attempt_ids=[attempt_id])
+                    await queue.withdraw_attempts(session, attempts=orphans)
+                break
+            except Exception:
+                log.exception("handing back %s failed; retrying", attempt_id)
+                await asyncio.sleep(1)
+        self._waiting_to_place.pop(attempt_id, None)
 
     # --- writing events ------------------------------------------------------------------
 
