@@ -1,8 +1,12 @@
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DIAL_LEAD_SECONDS = 0.1
+"""Dial slots are reserved this far ahead, so that a slot has not passed by the time the claim
+that reserved it has committed."""
 
 
 class Settings(BaseSettings):
@@ -29,9 +33,34 @@ class Settings(BaseSettings):
     dialer_batch_size: int = Field(default=200, ge=1)
     dialer_poll_seconds: float = Field(default=0.2, gt=0)
     dialer_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
-    dialer_pacing_horizon_seconds: float = Field(default=2.0, gt=0)
+    dialer_pacing_horizon_seconds: float | None = Field(
+        default=None, gt=0, description="How far ahead dial slots are reserved [at most 2 s]."
+    )
 
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+
+    @property
+    def pacing_horizon_seconds(self) -> float:
+        if self.dialer_pacing_horizon_seconds is not None:
+            return self.dialer_pacing_horizon_seconds
+        return min(2.0, self._horizon_limit() / 2)
+
+    def _horizon_limit(self) -> float:
+        return self.dialer_lease_seconds * 2 / 3 - DIAL_LEAD_SECONDS
+
+    @model_validator(mode="after")
+    def _slots_end_before_leases(self) -> "Settings":
+        # A dialer frozen past its lease must find every dial slot it reserved already passed
+        # when it wakes, so it never places an attempt another dialer has reconciled. Its
+        # lease can expire 2/3 of a lease after its last reservation (heartbeats come every
+        # third of a lease); its slots lie at most the horizon plus the lead ahead.
+        limit = self._horizon_limit()
+        if not 0 < self.pacing_horizon_seconds < limit:
+            raise ValueError(
+                f"OUTDIAL_DIALER_PACING_HORIZON_SECONDS must be under {limit:.2f} s "
+                "(2/3 of OUTDIAL_DIALER_LEASE_SECONDS less 0.1 s)"
+            )
+        return self
 
 
 @lru_cache

@@ -458,7 +458,7 @@ async def test_sigterm_lets_live_calls_finish_and_hands_back_the_rest(
     queued = await queue_batch(client, tenant, {"agent_id": agent["id"], "to": numbers})
     first = fleet.start(
         simulated_speed=5,
-        dialer_lease_seconds=2,
+        dialer_lease_seconds=8,  # the horizon must stay under 2/3 of a lease (config.py)
         dialer_poll_seconds=0.05,
         dialer_pacing_horizon_seconds=5,
         dialer_shutdown_grace_seconds=grace,
@@ -543,7 +543,7 @@ async def test_a_dialer_frozen_past_its_lease_dials_nothing_it_lost_when_it_thaw
         "simulated_speed": 20,
         "dialer_lease_seconds": 2,
         "dialer_poll_seconds": 0.05,
-        "dialer_pacing_horizon_seconds": 3,
+        "dialer_pacing_horizon_seconds": 1.2,  # under 2/3 of the lease (config.py)
     }
     frozen = fleet.start(**settings)
     mine = DialAttempt.dialer_id.contains(f":{frozen.proc.pid}:")

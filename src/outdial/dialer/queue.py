@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import bindparam, case, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents.models import Agent
@@ -533,14 +533,21 @@ async def _finish(session: AsyncSession, finals: list[dict[str, Any]]) -> None:
 
 
 async def complete_finished_calls(session: AsyncSession, *, call_ids: set[str]) -> None:
-    """A call whose every participant is final is completed."""
+    """A call whose every participant is final has ended: `canceled` if someone ended it
+    (any participant canceled), as POST /v1/calls/{id}/end says when it ends it at once;
+    `completed` otherwise."""
     unfinished = select(Participant.id).where(
         Participant.call_id == Call.id, Participant.status.not_in(FINAL_PARTICIPANT)
+    )
+    canceled = select(Participant.id).where(
+        Participant.call_id == Call.id, Participant.status == "canceled"
     )
     await session.execute(
         update(Call)
         .where(Call.id.in_(call_ids), Call.ended_at.is_(None), ~unfinished.exists())
-        .values(status="completed", ended_at=utcnow())
+        .values(
+            status=case((canceled.exists(), "canceled"), else_="completed"), ended_at=utcnow()
+        )
     )
 
 
@@ -636,7 +643,12 @@ async def withdraw_attempts(
     await session.execute(
         update(Participant)
         .where(Participant.id.in_([a.participant_id for a in attempts]))
-        .values(status="queued", attempts=Participant.attempts - 1)
+        .values(
+            status="queued",
+            attempts=Participant.attempts - 1,
+            # A participant whose only attempt never happened was never dialed.
+            dialed_at=case((Participant.attempts == 1, None), else_=Participant.dialed_at),
+        )
     )
     # A participant whose call was ended meanwhile (its hang-up asked for by POST
     # /v1/calls/{id}/end) is not queued again: it is canceled and its hold released.

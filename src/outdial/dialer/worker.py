@@ -20,7 +20,7 @@ from functools import lru_cache
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outdial.calls.schemas import CallingWindow
-from outdial.config import Settings
+from outdial.config import DIAL_LEAD_SECONDS, Settings
 from outdial.db import create_engine, create_sessionmaker, utcnow
 from outdial.dialer import queue
 from outdial.dialer.queue import ClaimedJob, DialPolicy, Ending, NewAttempt, TenantLimits
@@ -35,9 +35,7 @@ NO_CREDIT_RETRY = timedelta(seconds=30)
 PLACE_FAILURE_BACKOFF = timedelta(seconds=10)
 WINDOW_NEVER_OPENS_RETRY = timedelta(hours=6)
 WRITE_BATCH = 500
-DIAL_LEAD = timedelta(milliseconds=100)
-"""Dial slots are reserved this far ahead, so that a slot has not passed by the time the claim
-that reserved it has committed."""
+DIAL_LEAD = timedelta(seconds=DIAL_LEAD_SECONDS)
 MAX_DIAL_LATENESS = timedelta(seconds=queue.SLOT_SLACK_SECONDS * 0.75)
 
 
@@ -255,7 +253,7 @@ class Dialer:
         attempts: list[NewAttempt] = []
         later: list[tuple[datetime, str]] = []
         ids = iter(queue.new_attempt_ids(len(jobs)))
-        horizon = self.settings.dialer_pacing_horizon_seconds
+        horizon = self.settings.pacing_horizon_seconds
         for from_number, group in by_caller.items():
             slots = await queue.reserve_slots(
                 session,
