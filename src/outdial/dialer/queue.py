@@ -545,9 +545,7 @@ async def complete_finished_calls(session: AsyncSession, *, call_ids: set[str]) 
     await session.execute(
         update(Call)
         .where(Call.id.in_(call_ids), Call.ended_at.is_(None), ~unfinished.exists())
-        .values(
-            status=case((canceled.exists(), "canceled"), else_="completed"), ended_at=utcnow()
-        )
+        .values(status=case((canceled.exists(), "canceled"), else_="completed"), ended_at=utcnow())
     )
 
 
