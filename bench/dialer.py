@@ -1,11 +1,12 @@
 """Benchmark: how fast the dialer works through a queue, against a job-queue yardstick.
 
-Queues N participants (default 100,000), then runs real `outdial dialer` processes with the
-simulated carrier at zero latency and no caps, until every job is final. Prints dials per
-second (first attempt committed → last attempt settled, from the database's own timestamps)
-for 1 and 2 dialer processes on PostgreSQL and 1 on SQLite; then, on the same PostgreSQL
-server, two well-known Python job queues working through N no-op jobs as the yardstick:
-pgqueuer (batch 10, its default, and 100) and procrastinate.
+Queues N participants (default 100,000) of one tenant dialing from 100 caller IDs, then runs
+real `outdial dialer` processes with the simulated carrier at zero latency and no caps (the
+tenant's concurrency and calls-per-second set out of reach), until every job is final.
+Prints dials per second (first attempt committed → last attempt settled, from the
+database's own timestamps) for 1 and 2 dialer processes on PostgreSQL and 1 on SQLite;
+then, on the same PostgreSQL server, two well-known Python job queues working through N
+no-op jobs as the yardstick: pgqueuer (batch 10, its default, and 100) and procrastinate.
 
 Run: `.venv/bin/python bench/dialer.py [--participants N] [--skip-sqlite] [--skip-yardstick]`
 (`pip install -e '.[bench]'` brings pgqueuer and procrastinate). Target (issue 3): our
@@ -43,6 +44,8 @@ from outdial.tenants import service as tenants
 
 PG_ADMIN = os.environ.get("OUTDIAL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = 500
+CALLER_IDS = 100
+"""A high-volume tenant dials from many numbers: carriers pace each caller ID."""
 
 
 async def seed(url: str, participants: int) -> None:
@@ -54,9 +57,10 @@ async def seed(url: str, participants: int) -> None:
         tenant, _ = await tenants.create_tenant(
             session, name="bench", max_concurrency=1_000_000, calls_per_second=1_000_000
         )
-        await numbers.register_number(
-            session, tenant_id=tenant.id, data=NumberCreate(phone_number="+15550000000")
-        )
+        for n in range(CALLER_IDS):
+            await numbers.register_number(
+                session, tenant_id=tenant.id, data=NumberCreate(phone_number=f"+1555000{n:04d}")
+            )
         agent = await agents.create_agent(
             session, tenant_id=tenant.id, data=AgentCreate(name="bench")
         )
@@ -64,8 +68,14 @@ async def seed(url: str, participants: int) -> None:
     settings = Settings(database_url=url)
     for start in range(0, participants, BATCH):
         count = min(BATCH, participants - start)
-        to = [f"+1555{(start + n) % 10_000_000:07d}" for n in range(count)]
-        body = BatchCreate(agent_id=agent.id, to=to)
+        recipients = [
+            {
+                "to": f"+1555{(start + n) % 10_000_000:07d}",
+                "from_number": f"+1555000{n % CALLER_IDS:04d}",
+            }
+            for n in range(count)
+        ]
+        body = BatchCreate(agent_id=agent.id, recipients=recipients)
         async with sessionmaker() as session, session.begin():
             await calls.queue_batch(session, settings=settings, principal=principal, data=body)
     await engine.dispose()

@@ -36,7 +36,8 @@ PLACE_FAILURE_BACKOFF = timedelta(seconds=10)
 WINDOW_NEVER_OPENS_RETRY = timedelta(hours=6)
 WRITE_BATCH = 500
 DIAL_LEAD = timedelta(seconds=DIAL_LEAD_SECONDS)
-MAX_DIAL_LATENESS = timedelta(seconds=queue.SLOT_SLACK_SECONDS * 0.75)
+MAX_DIAL_LATENESS = timedelta(seconds=queue.SLOT_SLACK_SECONDS * 0.9)
+CLAIM_COST_PER_JOB = timedelta(microseconds=200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,13 @@ class Placed:
     attempt_id: str
     provider_call_id: str
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """An attempt that missed its dial slot and was never placed: its job is due again."""
+
+    attempt_id: str
 
 
 @lru_cache(maxsize=1024)
@@ -75,7 +83,7 @@ class Dialer:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id('dialer')[-8:]}"
         self.provider = provider or create_provider(settings, self._on_event)
         self.lease = timedelta(seconds=settings.dialer_lease_seconds)
-        self._events: asyncio.Queue[CallEvent | Placed] = asyncio.Queue()
+        self._events: asyncio.Queue[CallEvent | Placed | Withdrawn] = asyncio.Queue()
         self._waiting_to_place: dict[str, asyncio.Task[None]] = {}
         self._live: set[str] = set()
         self._no_live_calls = asyncio.Event()
@@ -254,13 +262,16 @@ class Dialer:
         later: list[tuple[datetime, str]] = []
         ids = iter(queue.new_attempt_ids(len(jobs)))
         horizon = self.settings.pacing_horizon_seconds
-        for from_number, group in by_caller.items():
+        # Pacing rows are locked in one order by every dialer, so two claims never deadlock.
+        for from_number, group in sorted(by_caller.items()):
             slots = await queue.reserve_slots(
                 session,
                 from_number=from_number,
                 calls_per_second=tenant.calls_per_second,
                 count=len(group),
-                now=_epoch(utcnow() + DIAL_LEAD),
+                # The first slot must still lie ahead once this claim commits, which takes
+                # longer the more jobs it writes.
+                now=_epoch(utcnow() + DIAL_LEAD + CLAIM_COST_PER_JOB * len(jobs)),
                 horizon=horizon,
             )
             for job, slot in zip(group, slots, strict=False):
@@ -294,7 +305,8 @@ class Dialer:
                 request.attempt_id,
                 late.total_seconds(),
             )
-            await self._hand_back(request.attempt_id)
+            self._waiting_to_place.pop(request.attempt_id, None)
+            await self._events.put(Withdrawn(request.attempt_id))
             return
         # Past this point the attempt is the provider's: shutdown no longer hands it back.
         self._waiting_to_place.pop(request.attempt_id, None)
@@ -308,19 +320,6 @@ class Dialer:
             await self._reconcile([request.attempt_id], retry_at=utcnow() + PLACE_FAILURE_BACKOFF)
             return
         await self._events.put(Placed(request.attempt_id, provider_call_id, utcnow()))
-
-    async def _hand_back(self, attempt_id: str) -> None:
-        """Withdraw an attempt that was never placed: its job is due again at once."""
-        while True:
-            try:
-                async with self.sessionmaker() as session, session.begin():
-                    orphans = await queue.attempts_by_id(session, attempt_ids=[attempt_id])
-                    await queue.withdraw_attempts(session, attempts=orphans)
-                break
-            except Exception:
-                log.exception("handing back %s failed; retrying", attempt_id)
-                await asyncio.sleep(1)
-        self._waiting_to_place.pop(attempt_id, None)
 
     # --- writing events ------------------------------------------------------------------
 
@@ -340,14 +339,17 @@ class Dialer:
                 for _ in batch:
                     self._events.task_done()
 
-    async def _write(self, batch: list[CallEvent | Placed]) -> None:
+    async def _write(self, batch: list[CallEvent | Placed | Withdrawn]) -> None:
         placed = [(p.attempt_id, p.provider_call_id, p.at) for p in batch if isinstance(p, Placed)]
+        withdrawn = [w.attempt_id for w in batch if isinstance(w, Withdrawn)]
         answered = [e for e in batch if isinstance(e, CallEvent) and e.kind == "answered"]
         ended = [e for e in batch if isinstance(e, CallEvent) and e.kind == "ended"]
         async with self.sessionmaker() as session, session.begin():
             await queue.mark_placed(session, placed=placed)
             await queue.mark_answered(session, events=answered)
             await self._settle_ended(session, ended)
+            late = await queue.attempts_by_id(session, attempt_ids=withdrawn)
+            await queue.withdraw_attempts(session, attempts=late)
         self._live_ended(e.attempt_id for e in ended)
 
     async def _settle_ended(self, session: AsyncSession, ended: list[CallEvent]) -> None:
