@@ -16,15 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import httpx
+from scratch_db import create_pg_database, drop_pg_database
 
 RECIPIENTS = 500
-PG_ADMIN = os.environ.get("OUTDIAL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 OUTDIAL = [sys.executable, "-m", "outdial.cli"]
 
 
@@ -93,20 +91,6 @@ def run(database_url: str, batches: int, warmup: int) -> dict[str, float]:
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "recipients_per_s": batches * RECIPIENTS / total,
     }
-
-
-async def create_pg_database() -> tuple[str, str]:
-    name = f"outdial_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return name, PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-
-
-async def drop_pg_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+from scratch_db import create_pg_database, drop_pg_database
 from sqlalchemy import func, select
 
 from outdial import migrate
@@ -42,7 +42,6 @@ from outdial.numbers import service as numbers
 from outdial.numbers.schemas import NumberCreate
 from outdial.tenants import service as tenants
 
-PG_ADMIN = os.environ.get("OUTDIAL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = 500
 CALLER_IDS = 100
 """A high-volume tenant dials from many numbers: carriers pace each caller ID."""
@@ -189,22 +188,8 @@ async def run_pgqueuer(url: str, jobs: int, batch_size: int) -> float:
         await conn.close()
 
 
-async def fresh_pg_database() -> tuple[str, str]:
-    name = f"outdial_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return name, PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-
-
-async def drop_pg_database(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
-
-
 async def on_fresh_pg(work, *args):  # type: ignore[no-untyped-def]
-    name, url = await fresh_pg_database()
+    name, url = await create_pg_database()
     try:
         return await work(url, *args)
     finally:
