@@ -360,21 +360,6 @@ async def mark_answered(session: AsyncSession, *, events: Sequence[CallEvent]) -
     )
 
 
-async def in_flight_attempts(
-    session: AsyncSession, *, attempt_ids: Sequence[str]
-) -> dict[str, tuple[str, str]]:
-    """attempt id → (job id, status) for attempts not yet settled, locked against a racing
-    settler (a reconciling dialer) on PostgreSQL."""
-    if not attempt_ids:
-        return {}
-    rows = await session.execute(
-        select(DialAttempt.id, DialAttempt.job_id, DialAttempt.status)
-        .where(DialAttempt.id.in_(list(attempt_ids)), DialAttempt.status.in_(IN_FLIGHT))
-        .with_for_update()
-    )
-    return {row.id: (row.job_id, row.status) for row in rows}
-
-
 async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
     """Settle ended attempts: retry per the call's policy, or finish the participant (status,
     end reason, duration, charge, hold released) and, when it was the last, the call."""
@@ -591,14 +576,16 @@ async def take_over_expired(
 
 
 @dataclass(frozen=True, slots=True)
-class OrphanAttempt:
+class InFlightAttempt:
     id: str
     job_id: str
     participant_id: str
     status: str
 
 
-async def orphan_attempts(session: AsyncSession, *, job_ids: Sequence[str]) -> list[OrphanAttempt]:
+async def orphan_attempts(
+    session: AsyncSession, *, job_ids: Sequence[str]
+) -> list[InFlightAttempt]:
     """The unsettled attempt of each taken-over job (jobs without one have none in flight)."""
     rows = await session.execute(
         select(DialAttempt.id, DialAttempt.job_id, DialAttempt.participant_id, DialAttempt.status)
@@ -609,12 +596,12 @@ async def orphan_attempts(session: AsyncSession, *, job_ids: Sequence[str]) -> l
             DialAttempt.status.in_(IN_FLIGHT),
         )
     )
-    return [OrphanAttempt(*row) for row in rows]
+    return [InFlightAttempt(*row) for row in rows]
 
 
 async def attempts_by_id(
     session: AsyncSession, *, attempt_ids: Sequence[str]
-) -> list[OrphanAttempt]:
+) -> list[InFlightAttempt]:
     """The still-unsettled attempts among these, locked against a racing settler."""
     if not attempt_ids:
         return []
@@ -623,11 +610,11 @@ async def attempts_by_id(
         .where(DialAttempt.id.in_(list(attempt_ids)), DialAttempt.status.in_(IN_FLIGHT))
         .with_for_update()
     )
-    return [OrphanAttempt(*row) for row in rows]
+    return [InFlightAttempt(*row) for row in rows]
 
 
 async def withdraw_attempts(
-    session: AsyncSession, *, attempts: Sequence[OrphanAttempt], run_at: datetime | None = None
+    session: AsyncSession, *, attempts: Sequence[InFlightAttempt], run_at: datetime | None = None
 ) -> None:
     """Undo attempts the provider never received: they never happened, so the jobs go back to
     the queue (due at `run_at`, or as they were) and no number is dialed twice."""

@@ -353,12 +353,11 @@ class Dialer:
         self._live_ended(e.attempt_id for e in ended)
 
     async def _settle_ended(self, session: AsyncSession, ended: list[CallEvent]) -> None:
-        in_flight = await queue.in_flight_attempts(
-            session, attempt_ids=[e.attempt_id for e in ended]
-        )
+        attempts = await queue.attempts_by_id(session, attempt_ids=[e.attempt_id for e in ended])
+        in_flight = {a.id: a for a in attempts}
         endings = [
             Ending(
-                in_flight[e.attempt_id][0],
+                in_flight[e.attempt_id].job_id,
                 e.attempt_id,
                 e.end_reason or "carrier_error",
                 e.at,
