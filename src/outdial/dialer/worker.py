@@ -262,18 +262,17 @@ class Dialer:
         later: list[tuple[datetime, str]] = []
         ids = iter(queue.new_attempt_ids(len(jobs)))
         horizon = self.settings.pacing_horizon_seconds
-        # Pacing rows are locked in one order by every dialer, so two claims never deadlock.
-        for from_number, group in sorted(by_caller.items()):
-            slots = await queue.reserve_slots(
-                session,
-                from_number=from_number,
-                calls_per_second=tenant.calls_per_second,
-                count=len(group),
-                # The first slot must still lie ahead once this claim commits, which takes
-                # longer the more jobs it writes.
-                now=_epoch(utcnow() + DIAL_LEAD + CLAIM_COST_PER_JOB * len(jobs)),
-                horizon=horizon,
-            )
+        reserved = await queue.reserve_slots(
+            session,
+            wanted={number: len(group) for number, group in by_caller.items()},
+            calls_per_second=tenant.calls_per_second,
+            # The first slot must still lie ahead once this claim commits, which takes
+            # longer the more jobs it writes.
+            now=_epoch(utcnow() + DIAL_LEAD + CLAIM_COST_PER_JOB * len(jobs)),
+            horizon=horizon,
+        )
+        for from_number, group in by_caller.items():
+            slots = reserved[from_number]
             for job, slot in zip(group, slots, strict=False):
                 attempts.append(NewAttempt(next(ids), job, job.attempt + 1, _from_epoch(slot)))
             retry_at = now + timedelta(seconds=horizon / 2)
