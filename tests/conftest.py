@@ -166,3 +166,19 @@ def error_code(response: httpx.Response) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def simulated_outcome(number: str) -> str:
+    """API.md, "Running": the simulated carrier's outcome by the number's last two digits.
+    Written from the contract, not from the carrier's code, so the tests check one against
+    the other."""
+    last2 = int(number[-2:])
+    if last2 <= 69:
+        return "answered"
+    if last2 <= 84:
+        return "no_answer"
+    if last2 <= 94:
+        return "busy"
+    if last2 <= 97:
+        return "voicemail"
+    return "carrier_error"

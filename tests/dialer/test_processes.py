@@ -29,7 +29,7 @@ from sqlalchemy import select, text
 
 from outdial.calls.models import Call, DialJob, Participant
 from outdial.dialer.models import DialAttempt
-from tests.conftest import TenantHandle, create_agent, register_number
+from tests.conftest import TenantHandle, create_agent, register_number, simulated_outcome
 from tests.dialer.conftest import read_cdr
 
 FINAL = {"completed", "failed", "canceled"}
@@ -44,20 +44,6 @@ def _postgresql_only(database_url: str) -> None:
         pytest.skip(
             "multi-process dialing is the PostgreSQL deployment; SQLite supports one dialer"
         )
-
-
-def expected_end_reason(number: str) -> str:
-    """The simulated carrier's outcome for a number (API.md: by its last two digits)."""
-    last2 = int(number[-2:])
-    if last2 <= 69:
-        return "answered"
-    if last2 <= 84:
-        return "no_answer"
-    if last2 <= 94:
-        return "busy"
-    if last2 <= 97:
-        return "voicemail"
-    return "carrier_error"
 
 
 # --- dialer processes ----------------------------------------------------------------------
@@ -342,7 +328,7 @@ async def test_killing_dialers_at_random_never_dials_anyone_twice(
         if attempt.status == "lost":
             assert attempt.end_reason == "lost", attempt.id
         else:
-            assert attempt.end_reason == expected_end_reason(attempt.to_number), attempt.id
+            assert attempt.end_reason == simulated_outcome(attempt.to_number), attempt.id
             assert (attempt.answered_at is not None) == (attempt.end_reason in REACHED)
     for p in participants:
         mine = sorted(attempts_of[p.id], key=lambda a: a.attempt_no)

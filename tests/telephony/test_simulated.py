@@ -15,21 +15,9 @@ from outdial.config import Settings
 from outdial.telephony.base import CallEvent, DialRequest
 from outdial.telephony.registry import ProviderUnavailable, create_provider
 from outdial.telephony.simulated import SimulatedProvider, script_for
+from tests.conftest import simulated_outcome
 
 FROM = "+15559990000"
-
-
-def band(last2: int) -> str:
-    """API.md, "Running": the simulated outcome by the number's last two digits."""
-    if last2 <= 69:
-        return "answered"
-    if last2 <= 84:
-        return "no_answer"
-    if last2 <= 94:
-        return "busy"
-    if last2 <= 97:
-        return "voicemail"
-    return "carrier_error"
 
 
 def request(attempt_id: str, to: str, **fields: object) -> DialRequest:
@@ -97,8 +85,8 @@ def append_cdr_line(path: Path, line: dict[str, str]) -> None:
 @pytest.mark.parametrize("last2", range(100))
 def test_script_follows_the_outcome_table(last2: int) -> None:
     script = script_for(request("att_x", f"+155599901{last2:02d}"))
-    assert script.end_reason == band(last2)
-    assert script.answered == (band(last2) in ("answered", "voicemail"))
+    assert script.end_reason == simulated_outcome(f"{last2:02d}")
+    assert script.answered == (simulated_outcome(f"{last2:02d}") in ("answered", "voicemail"))
 
 
 async def test_every_number_ends_as_its_last_two_digits_say(
@@ -112,7 +100,7 @@ async def test_every_number_ends_as_its_last_two_digits_say(
     for attempt_id in attempts:
         await recorder.wait_for(attempt_id, "ended")
     for attempt_id, n in attempts.items():
-        expected = band(n)
+        expected = simulated_outcome(f"{n:02d}")
         kinds = [e.kind for e in recorder.of(attempt_id)]
         picked_up = expected in ("answered", "voicemail")
         assert kinds == (["answered", "ended"] if picked_up else ["ended"]), attempt_id
