@@ -112,12 +112,8 @@ async def test_hold_beyond_available_is_refused(app, make_tenant) -> None:
         assert raised.value.details == {"required": 0.400001, "available": 0.4}
         await billing.place_hold(session, tenant_id=tenant.id, amount_micros=400_000)
         assert await billing.available_micros(session, tenant_id=tenant.id) == 0
-        await billing.release_hold(
-            session,
-            tenant_id=tenant.id,
-            hold_micros=600_000,
-            charge_micros=500_000,
-            reference="call_x",
+        await billing.release_holds(
+            session, releases=[billing.Release(tenant.id, 600_000, 500_000, "call_x")]
         )
     async with app.state.sessionmaker() as session:
         assert await billing.get_balance(session, tenant_id=tenant.id) == (500_000, 400_000, True)

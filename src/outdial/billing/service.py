@@ -1,9 +1,12 @@
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.billing.models import LedgerEntry
+from outdial.db import bulk_insert, utcnow
 from outdial.errors import InsufficientCredits, NotFound
 from outdial.ids import new_id
 from outdial.tenants.models import Tenant
@@ -72,28 +75,49 @@ async def place_hold(session: AsyncSession, *, tenant_id: str, amount_micros: in
         )
 
 
-async def release_hold(
-    session: AsyncSession, *, tenant_id: str, hold_micros: int, charge_micros: int, reference: str
-) -> None:
-    """End a participant's hold and take its real charge, in one step."""
-    await session.execute(
-        update(Tenant)
-        .where(Tenant.id == tenant_id)
-        .values(
-            held_micros=Tenant.held_micros - hold_micros,
-            balance_micros=Tenant.balance_micros - charge_micros,
-        )
-    )
-    if charge_micros:
-        session.add(
-            LedgerEntry(
-                id=new_id("led"),
-                tenant_id=tenant_id,
-                amount_micros=-charge_micros,
-                kind="charge",
-                reference=reference,
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A hold that ends, and the real charge taken in its place (0 if nothing to bill)."""
+
+    tenant_id: str
+    hold_micros: int
+    charge_micros: int
+    reference: str
+
+
+async def release_holds(session: AsyncSession, *, releases: Sequence[Release]) -> None:
+    """End holds and take their real charges in one step: one UPDATE per tenant, one
+    append-only ledger row per charge."""
+    per_tenant: dict[str, tuple[int, int]] = {}
+    for r in releases:
+        held, charged = per_tenant.get(r.tenant_id, (0, 0))
+        per_tenant[r.tenant_id] = (held + r.hold_micros, charged + r.charge_micros)
+    for tenant_id, (held, charged) in per_tenant.items():
+        await session.execute(
+            update(Tenant)
+            .where(Tenant.id == tenant_id)
+            .values(
+                held_micros=Tenant.held_micros - held,
+                balance_micros=Tenant.balance_micros - charged,
             )
         )
+    now = utcnow()
+    await bulk_insert(
+        session,
+        LedgerEntry.__table__,
+        [
+            {
+                "id": new_id("led"),
+                "tenant_id": r.tenant_id,
+                "amount_micros": -r.charge_micros,
+                "kind": "charge",
+                "reference": r.reference,
+                "created_at": now,
+            }
+            for r in releases
+            if r.charge_micros
+        ],
+    )
 
 
 async def available_micros(session: AsyncSession, *, tenant_id: str) -> int:

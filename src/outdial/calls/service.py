@@ -432,8 +432,8 @@ async def end_call(session: AsyncSession, *, tenant_id: str, call_id: str) -> Ca
     ).all()
     held = sum(row.hold_micros for row in canceled)
     if held:
-        await billing.release_hold(
-            session, tenant_id=tenant_id, hold_micros=held, charge_micros=0, reference=call.id
+        await billing.release_holds(
+            session, releases=[billing.Release(tenant_id, held, 0, call.id)]
         )
     await session.execute(
         update(Participant)

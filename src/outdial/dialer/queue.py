@@ -17,12 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents.models import Agent
 from outdial.billing import service as billing
-from outdial.billing.models import LedgerEntry
 from outdial.calls.models import Call, DialJob, Participant
 from outdial.db import bulk_insert, insert_ignoring_conflicts, one_of, utcnow
 from outdial.dialer.models import CallerPacing, DialAttempt
 from outdial.dnc.models import DncEntry
-from outdial.ids import new_id, new_ids
+from outdial.ids import new_ids
 from outdial.telephony.base import CallEvent
 from outdial.tenants.models import Tenant
 
@@ -377,11 +376,7 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
     end reason, duration, charge, hold released) and, when it was the last, the call."""
     if not endings:
         return
-    attempt_ids = [e.attempt_id for e in endings if e.attempt_id]
-    if attempt_ids:
-        lost_or_ended = {
-            e.attempt_id: ("lost" if e.end_reason == "lost" else "ended") for e in endings
-        }
+    if any(e.attempt_id for e in endings):
         await session.execute(
             update(DialAttempt.__table__)
             .where(DialAttempt.id == bindparam("b_id"))
@@ -394,7 +389,7 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
             [
                 {
                     "b_id": e.attempt_id,
-                    "b_status": lost_or_ended[e.attempt_id],
+                    "b_status": "lost" if e.end_reason == "lost" else "ended",
                     "b_at": e.at,
                     "b_reason": e.end_reason,
                     "b_talk": e.talk_seconds,
@@ -422,8 +417,7 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
     policies = await policies_for(session, call_ids={row.call_id for row in jobs.values()})
     retries: list[dict[str, Any]] = []
     finals: list[dict[str, Any]] = []
-    charges: dict[str, tuple[int, int]] = {}
-    ledger: list[dict[str, Any]] = []
+    releases: list[billing.Release] = []
     for ending in endings:
         job = jobs[ending.job_id]
         policy = policies[job.call_id]
@@ -458,31 +452,10 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
                 "b_cost": cost,
             }
         )
-        held, charged = charges.get(job.tenant_id, (0, 0))
-        charges[job.tenant_id] = (held + job.hold_micros, charged + cost)
-        if cost:
-            ledger.append(
-                {
-                    "id": new_id("led"),
-                    "tenant_id": job.tenant_id,
-                    "amount_micros": -cost,
-                    "kind": "charge",
-                    "reference": job.participant_id,
-                    "created_at": ending.at,
-                }
-            )
+        releases.append(billing.Release(job.tenant_id, job.hold_micros, cost, job.participant_id))
     await _requeue(session, retries)
     await _finish(session, finals)
-    for tenant_id, (held, charged) in charges.items():
-        await session.execute(
-            update(Tenant)
-            .where(Tenant.id == tenant_id)
-            .values(
-                held_micros=Tenant.held_micros - held,
-                balance_micros=Tenant.balance_micros - charged,
-            )
-        )
-    await bulk_insert(session, LedgerEntry.__table__, ledger)
+    await billing.release_holds(session, releases=releases)
     if finals:
         await complete_finished_calls(session, call_ids={jobs[f["b_job"]].call_id for f in finals})
 
