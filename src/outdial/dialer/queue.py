@@ -371,6 +371,31 @@ async def mark_answered(session: AsyncSession, *, events: Sequence[CallEvent]) -
     )
 
 
+async def record_call_events(session: AsyncSession, *, events: Sequence[CallEvent]) -> None:
+    """Apply what a provider reported (answers and endings), from whichever process heard
+    it: the dialer's own provider tasks or the API's carrier callbacks. Events of attempts
+    already settled change nothing, so a repeated callback is harmless."""
+    await mark_answered(session, events=[e for e in events if e.kind == "answered"])
+    ended = [e for e in events if e.kind == "ended"]
+    in_flight = {
+        a.id: a for a in await attempts_by_id(session, attempt_ids=[e.attempt_id for e in ended])
+    }
+    await settle(
+        session,
+        endings=[
+            Ending(
+                in_flight[e.attempt_id].job_id,
+                e.attempt_id,
+                e.end_reason or "carrier_error",
+                e.at,
+                e.talk_seconds,
+            )
+            for e in ended
+            if e.attempt_id in in_flight
+        ],
+    )
+
+
 async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
     """Settle ended attempts: retry per the call's policy, or finish the participant (status,
     end reason, duration, charge, hold released) and, when it was the last, the call."""

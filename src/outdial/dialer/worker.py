@@ -341,31 +341,13 @@ class Dialer:
     async def _write(self, batch: list[CallEvent | Placed | Withdrawn]) -> None:
         placed = [(p.attempt_id, p.provider_call_id, p.at) for p in batch if isinstance(p, Placed)]
         withdrawn = [w.attempt_id for w in batch if isinstance(w, Withdrawn)]
-        answered = [e for e in batch if isinstance(e, CallEvent) and e.kind == "answered"]
-        ended = [e for e in batch if isinstance(e, CallEvent) and e.kind == "ended"]
+        events = [e for e in batch if isinstance(e, CallEvent)]
         async with self.sessionmaker() as session, session.begin():
             await queue.mark_placed(session, placed=placed)
-            await queue.mark_answered(session, events=answered)
-            await self._settle_ended(session, ended)
+            await queue.record_call_events(session, events=events)
             late = await queue.attempts_by_id(session, attempt_ids=withdrawn)
             await queue.withdraw_attempts(session, attempts=late)
-        self._live_ended(e.attempt_id for e in ended)
-
-    async def _settle_ended(self, session: AsyncSession, ended: list[CallEvent]) -> None:
-        attempts = await queue.attempts_by_id(session, attempt_ids=[e.attempt_id for e in ended])
-        in_flight = {a.id: a for a in attempts}
-        endings = [
-            Ending(
-                in_flight[e.attempt_id].job_id,
-                e.attempt_id,
-                e.end_reason or "carrier_error",
-                e.at,
-                e.talk_seconds,
-            )
-            for e in ended
-            if e.attempt_id in in_flight
-        ]
-        await queue.settle(session, endings=endings)
+        self._live_ended(e.attempt_id for e in events if e.kind == "ended")
 
     # --- leases, hang-ups, reconciliation ---------------------------------------------------
 
