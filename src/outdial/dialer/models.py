@@ -35,6 +35,8 @@ class DialAttempt(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # human | machine: a call a machine answered ends as voicemail
+    answered_by: Mapped[str | None] = mapped_column(String(8))
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(16))
     talk_seconds: Mapped[int | None] = mapped_column(Integer)

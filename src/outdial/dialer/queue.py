@@ -356,11 +356,24 @@ async def mark_answered(session: AsyncSession, *, events: Sequence[CallEvent]) -
     live = [e for e in events if e.attempt_id in participant_of]
     if not live:
         return
-    params = [{"b_id": e.attempt_id, "b_at": e.at} for e in live]
+    params = [
+        {
+            "b_id": e.attempt_id,
+            "b_at": e.at,
+            "b_by": "machine" if e.machine else "human",
+            "b_call": e.provider_call_id,
+        }
+        for e in live
+    ]
     await session.execute(
         update(DialAttempt.__table__)
         .where(DialAttempt.id == bindparam("b_id"))
-        .values(status="answered", answered_at=bindparam("b_at")),
+        .values(
+            status="answered",
+            answered_at=bindparam("b_at"),
+            answered_by=bindparam("b_by"),
+            provider_call_id=func.coalesce(bindparam("b_call"), DialAttempt.provider_call_id),
+        ),
         params,
     )
     await session.execute(
@@ -380,13 +393,14 @@ async def record_call_events(session: AsyncSession, *, events: Sequence[CallEven
     in_flight = {
         a.id: a for a in await attempts_by_id(session, attempt_ids=[e.attempt_id for e in ended])
     }
+    by_machine = await _answered_by_machine(session, attempt_ids=list(in_flight))
     await settle(
         session,
         endings=[
             Ending(
                 in_flight[e.attempt_id].job_id,
                 e.attempt_id,
-                e.end_reason or "carrier_error",
+                _end_reason(e, answered_by_machine=e.attempt_id in by_machine),
                 e.at,
                 e.talk_seconds,
             )
@@ -394,6 +408,24 @@ async def record_call_events(session: AsyncSession, *, events: Sequence[CallEven
             if e.attempt_id in in_flight
         ],
     )
+
+
+def _end_reason(event: CallEvent, *, answered_by_machine: bool) -> str:
+    """A call a machine picked up ends as voicemail, however the carrier reports its end."""
+    if event.end_reason == "answered" and answered_by_machine:
+        return "voicemail"
+    return event.end_reason or "carrier_error"
+
+
+async def _answered_by_machine(session: AsyncSession, *, attempt_ids: list[str]) -> set[str]:
+    if not attempt_ids:
+        return set()
+    rows = await session.scalars(
+        select(DialAttempt.id).where(
+            DialAttempt.id.in_(attempt_ids), DialAttempt.answered_by == "machine"
+        )
+    )
+    return set(rows)
 
 
 async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
@@ -661,6 +693,33 @@ async def withdraw_attempts(
         .where(DialJob.id.in_(job_ids), Participant.hangup_requested_at.is_not(None))
     )
     await settle(session, endings=[Ending(job_id, None, "canceled", utcnow()) for job_id in ended])
+
+
+async def settled_attempts(session: AsyncSession, *, attempt_ids: Sequence[str]) -> set[str]:
+    """Those of these attempts no longer in flight: ended, lost, or withdrawn (gone). Their
+    end may have been written by another process (the API, from a carrier's callback)."""
+    if not attempt_ids:
+        return set()
+    in_flight = await session.scalars(
+        select(DialAttempt.id).where(
+            DialAttempt.id.in_(list(attempt_ids)), DialAttempt.status.in_(IN_FLIGHT)
+        )
+    )
+    return set(attempt_ids) - set(in_flight)
+
+
+async def provider_call_ids(
+    session: AsyncSession, *, attempt_ids: Sequence[str]
+) -> dict[str, str | None]:
+    """The carrier's id for each of these attempts' calls, as last stored (None if unknown)."""
+    if not attempt_ids:
+        return {}
+    rows = await session.execute(
+        select(DialAttempt.id, DialAttempt.provider_call_id).where(
+            DialAttempt.id.in_(list(attempt_ids))
+        )
+    )
+    return {row.id: row.provider_call_id for row in rows}
 
 
 async def hangups_requested(session: AsyncSession, *, dialer_id: str) -> list[str]:

@@ -134,9 +134,17 @@ class Dialer:
     async def _finish_live_calls(self) -> None:
         if await self._all_settled(self.settings.dialer_shutdown_grace_seconds):
             return
-        for attempt_id in list(self._live):
-            await self.provider.hangup(attempt_id)
+        await self._hang_up(list(self._live))
         await self._all_settled(5)
+
+    async def _hang_up(self, attempt_ids: list[str]) -> None:
+        """Ask the provider to end these calls, each named by the carrier's id as stored."""
+        if not attempt_ids:
+            return
+        async with self.sessionmaker() as session, session.begin():
+            call_ids = await queue.provider_call_ids(session, attempt_ids=attempt_ids)
+        for attempt_id in attempt_ids:
+            await self.provider.hangup(attempt_id, provider_call_id=call_ids.get(attempt_id))
 
     async def _all_settled(self, within: float) -> bool:
         try:
@@ -361,10 +369,14 @@ class Dialer:
                         session, dialer_id=self.id, lease_until=utcnow() + self.lease
                     )
                     hangups = await queue.hangups_requested(session, dialer_id=self.id)
+                    # Ends reported by carrier callbacks are written by the API, not by us.
+                    ended_elsewhere = await queue.settled_attempts(
+                        session, attempt_ids=list(self._live)
+                    )
+                self._live_ended(ended_elsewhere)
                 # A dial still waiting for its slot is never placed: withdrawn, it is canceled.
                 await self._hand_back_unplaced(hangups)
-                for attempt_id in hangups:
-                    await self.provider.hangup(attempt_id)
+                await self._hang_up(hangups)
             except Exception:
                 log.exception("renewing leases failed")
 
@@ -399,7 +411,12 @@ class Dialer:
         """Settle attempts of unknown fate by what the provider knows: never received → the
         attempt is withdrawn and the job queued again; ended → settled as it ended; still
         live → left to its events; unknown → ended `lost`, never redialed."""
-        states = {a: await self.provider.lookup(a) for a in attempt_ids}
+        attempt_ids = list(attempt_ids)
+        async with self.sessionmaker() as session, session.begin():
+            call_ids = await queue.provider_call_ids(session, attempt_ids=attempt_ids)
+        states = {
+            a: await self.provider.lookup(a, provider_call_id=call_ids.get(a)) for a in attempt_ids
+        }
         async with self.sessionmaker() as session, session.begin():
             orphans = await queue.attempts_by_id(session, attempt_ids=list(states))
             never = [o for o in orphans if states[o.id].status == "never_received"]

@@ -37,6 +37,11 @@ class CallEvent:
     """Set on `ended`: why the call ended (`answered` means it was answered and hung up)."""
     talk_seconds: int = 0
     """Set on `ended`: seconds from answer to hang-up (0 if never answered)."""
+    machine: bool = False
+    """Set on `answered`: a machine (voicemail) picked up; the call then ends as `voicemail`."""
+    provider_call_id: str | None = None
+    """Set on `answered` when the carrier names the connected call differently from the id
+    `place` answered (Plivo's CallUUID): hang-ups and lookups use it from then on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +68,14 @@ class TelephonyProvider(ABC):
         carrier has it; what follows arrives as events."""
 
     @abstractmethod
-    async def hangup(self, attempt_id: str) -> None:
-        """End a live call; its `ended` event follows as usual. Unknown attempts are ignored."""
+    async def hangup(self, attempt_id: str, *, provider_call_id: str | None = None) -> None:
+        """End a live call; its `ended` event follows as usual. Unknown attempts are ignored.
+        `provider_call_id` is the carrier's id for it as last stored, when known."""
 
     @abstractmethod
-    async def lookup(self, attempt_id: str) -> AttemptState:
-        """Tell what became of an attempt this or an earlier dialer process placed."""
+    async def lookup(self, attempt_id: str, *, provider_call_id: str | None = None) -> AttemptState:
+        """Tell what became of an attempt this or an earlier dialer process placed;
+        `provider_call_id` is the carrier's id for it as last stored, when known."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release what the provider holds (sockets, HTTP clients, tasks)."""

@@ -121,13 +121,13 @@ class SimulatedProvider(TelephonyProvider):
         while len(self._ended) > ENDED_REMEMBERED:
             self._ended.popitem(last=False)
 
-    async def hangup(self, attempt_id: str) -> None:
+    async def hangup(self, attempt_id: str, *, provider_call_id: str | None = None) -> None:
         """Hang up a live simulated call; its `ended` event follows."""
         task = self._live.get(attempt_id)
         if task is not None:
             _cancel_once_started(task)
 
-    async def lookup(self, attempt_id: str) -> AttemptState:
+    async def lookup(self, attempt_id: str, *, provider_call_id: str | None = None) -> AttemptState:
         """Live or ended calls of this process are known; for others the CDR tells whether the
         carrier ever received the dial (if not, it is safe to place it again)."""
         if attempt_id in self._live:
