@@ -1,7 +1,7 @@
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DIAL_LEAD_SECONDS = 0.1
@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     livekit_api_key: str = "devkey"
     livekit_api_secret: str = "outdial-development-secret-change-me"
     webrtc_token_ttl_seconds: int = Field(default=3600, gt=0)
+
+    # The sip provider: the trunk every call goes through (sip:host:port, UDP), its digest
+    # credentials if it challenges, and our local address (default: an ephemeral port on the
+    # interface that reaches the trunk).
+    sip_trunk: str | None = None
+    sip_username: str | None = None
+    sip_password: SecretStr | None = None
+    sip_bind_host: str | None = None
+    sip_bind_port: int = Field(default=0, ge=0, le=65535)
 
     default_max_concurrency: int = Field(default=50, ge=1)
     default_calls_per_second: float = Field(default=10.0, gt=0)
