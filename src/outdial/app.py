@@ -15,6 +15,7 @@ from outdial.dnc.routes import router as dnc_router
 from outdial.errors import error_responses, install_error_handlers
 from outdial.keys.routes import router as keys_router
 from outdial.numbers.routes import router as numbers_router
+from outdial.telephony.routes import router as telephony_router
 
 
 def api_router() -> APIRouter:
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None, *, with_dialer: bool = False) -
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router())
+    # Carriers' callbacks: signed by the carrier, so outside the API-key-guarded router.
+    app.include_router(telephony_router, prefix="/v1")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -1,3 +1,4 @@
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -12,12 +13,25 @@ that reserved it has committed."""
 class Settings(BaseSettings):
     """All configuration, read from `OUTDIAL_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="OUTDIAL_", env_file=".env", extra="ignore")
+    # Errors never echo the input: it holds the carriers' auth tokens.
+    model_config = SettingsConfigDict(
+        env_prefix="OUTDIAL_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///outdial.db"
     telephony_provider: Literal["simulated", "sip", "plivo", "twilio"] = "simulated"
     simulated_speed: float = Field(default=1.0, gt=0)
     simulated_cdr: str | None = None
+
+    # Plivo and Twilio call back at this base URL (as the carrier reaches it, e.g.
+    # https://outdial.example.com); their signatures are checked against it.
+    public_url: str | None = None
+    plivo_auth_id: str | None = None
+    plivo_auth_token: SecretStr | None = None
+    plivo_api_url: str = "https://api.plivo.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_url: str = "https://api.twilio.com"
 
     # WebRTC participants join a LiveKit-compatible room with a token signed by these.
     livekit_url: str = "ws://localhost:7880"
@@ -71,7 +85,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _carrier_credentials_given(self) -> "Settings":
+        needed = {
+            "plivo": ("public_url", "plivo_auth_id", "plivo_auth_token"),
+            "twilio": ("public_url", "twilio_account_sid", "twilio_auth_token"),
+        }.get(self.telephony_provider, ())
+        missing = [f"OUTDIAL_{name.upper()}" for name in needed if not getattr(self, name)]
+        if missing:
+            raise ValueError(
+                f"OUTDIAL_TELEPHONY_PROVIDER={self.telephony_provider} needs "
+                + ", ".join(missing)
+                + " (from the environment or a file in OUTDIAL_SECRETS_DIR)"
+            )
+        return self
+
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    # Secrets may come from files (one per setting, named like its variable), e.g. mounted
+    # by Docker or Kubernetes; the environment wins over them.
+    return Settings(_secrets_dir=os.environ.get("OUTDIAL_SECRETS_DIR"))  # type: ignore[call-arg]

@@ -336,10 +336,25 @@ async def mark_placed(
         .where(DialAttempt.id == bindparam("b_id"), DialAttempt.status == "placing")
         .values(
             status="placed",
-            provider_call_id=bindparam("b_provider_call_id"),
+            # A carrier's callback may have stored its id for the connected call already.
+            provider_call_id=func.coalesce(
+                DialAttempt.provider_call_id, bindparam("b_provider_call_id")
+            ),
             placed_at=bindparam("b_at"),
         ),
         [{"b_id": a, "b_provider_call_id": p, "b_at": at} for a, p, at in placed],
+    )
+
+
+async def remember_provider_call_id(
+    session: AsyncSession, *, attempt_id: str, call_id: str
+) -> None:
+    """Store the carrier's id for an in-flight attempt's connected call (Plivo names it
+    apart from the dial request), which hang-ups and lookups then use."""
+    await session.execute(
+        update(DialAttempt)
+        .where(DialAttempt.id == attempt_id, DialAttempt.status.in_(IN_FLIGHT))
+        .values(provider_call_id=call_id)
     )
 
 
