@@ -39,6 +39,22 @@ async def world(client: httpx.AsyncClient, make_tenant) -> World:
     )
     assert call.status_code == 202, call.text
 
+    campaigns = {}
+    for state in ("draft", "running", "paused"):
+        created = await client.post(
+            "/v1/campaigns",
+            json={"agent_id": agent["id"], "name": state, "call_from_number": "+15559990000"},
+            headers=a.headers,
+        )
+        assert created.status_code == 201, created.text
+        campaign_id = created.json()["campaign_id"]
+        contacts = {"contacts": [{"phone_number": "+15559990004"}]}
+        await client.post(f"/v1/campaigns/{campaign_id}/contacts", json=contacts, headers=a.headers)
+        for action in {"draft": [], "running": ["start"], "paused": ["start", "pause"]}[state]:
+            done = await client.post(f"/v1/campaigns/{campaign_id}/{action}", headers=a.headers)
+            assert done.status_code == 200, done.text
+        campaigns[state] = campaign_id
+
     await register_number(client, b, "+15559990100")
     b_agent = await create_agent(client, b, name="B's agent")
     b_call = await client.post(
@@ -56,6 +72,9 @@ async def world(client: httpx.AsyncClient, make_tenant) -> World:
             "key_id": key.json()["id"],
             "phone_number": "+15559990000",  # numbers/{e164}; the dnc case overrides it
             "call_id": call.json()["id"],
+            "campaign_id": campaigns["draft"],
+            "running_campaign_id": campaigns["running"],
+            "paused_campaign_id": campaigns["paused"],
         },
         b_ids={"agent_id": b_agent["id"], "call_id": b_call.json()["id"]},
     )
@@ -77,6 +96,27 @@ CASES: dict[tuple[str, str], tuple[dict[str, str], Any, str]] = {
     ("GET", "/v1/calls/{call_id}"): ({}, None, "call_not_found"),
     ("POST", "/v1/calls/{call_id}/end"): ({}, None, "call_not_found"),
 }
+# Campaign routes answer under /v1 and at the seed's unprefixed paths alike.
+_CONTACTS = {"contacts": [{"phone_number": "+15559990005"}]}
+for _prefix in ("/v1/campaigns", "/campaigns"):
+    CASES |= {
+        ("GET", _prefix + "/{campaign_id}"): ({}, None, "campaign_not_found"),
+        ("PUT", _prefix + "/{campaign_id}"): ({}, {"name": "hijacked"}, "campaign_not_found"),
+        ("DELETE", _prefix + "/{campaign_id}"): ({}, None, "campaign_not_found"),
+        ("POST", _prefix + "/{campaign_id}/contacts"): ({}, _CONTACTS, "campaign_not_found"),
+        ("GET", _prefix + "/{campaign_id}/contacts"): ({}, None, "campaign_not_found"),
+        ("POST", _prefix + "/{campaign_id}/start"): ({}, None, "campaign_not_found"),
+        ("POST", _prefix + "/{campaign_id}/pause"): (
+            {"campaign_id": "running_campaign_id"},
+            None,
+            "campaign_not_found",
+        ),
+        ("POST", _prefix + "/{campaign_id}/resume"): (
+            {"campaign_id": "paused_campaign_id"},
+            None,
+            "campaign_not_found",
+        ),
+    }
 
 
 def id_routes(app) -> set[tuple[str, str]]:
@@ -86,13 +126,15 @@ def id_routes(app) -> set[tuple[str, str]]:
 async def snapshot(client: httpx.AsyncClient, tenant: TenantHandle, world: World) -> Any:
     """Everything tenant A can see of its own rows."""
     out = {}
-    for path in ("/v1/agents", "/v1/keys", "/v1/numbers", "/v1/dnc", "/v1/calls"):
+    for path in ("/v1/agents", "/v1/keys", "/v1/numbers", "/v1/dnc", "/v1/calls", "/v1/campaigns"):
         response = await client.get(path, params={"limit": 1000}, headers=tenant.headers)
         assert response.status_code == 200
         out[path] = response.json()
     for path in (
         f"/v1/agents/{world.ids['agent_id']}",
         f"/v1/calls/{world.ids['call_id']}",
+        f"/v1/campaigns/{world.ids['campaign_id']}",
+        f"/v1/campaigns/{world.ids['campaign_id']}/contacts",
         "/v1/calls/queue/stats",
         "/v1/billing/balance",
         "/v1/auth/me",
@@ -117,7 +159,8 @@ async def test_foreign_id_is_404_and_changes_nothing(
     client, app, world: World, method: str, path: str
 ) -> None:
     overrides, body, code = CASES[(method, path)]
-    url = fill(path, {**world.ids, **overrides})
+    # An override names another of A's ids (campaign cases) or gives the value itself.
+    url = fill(path, {**world.ids, **{k: world.ids.get(v, v) for k, v in overrides.items()}})
     before = await snapshot(client, world.a, world)
 
     response = await client.request(method, url, json=body, headers=world.b.headers)
@@ -127,7 +170,7 @@ async def test_foreign_id_is_404_and_changes_nothing(
     assert await snapshot(client, world.a, world) == before
     # The same request from A itself reaches A's row (so the 404 above was about tenancy).
     own = await client.request(method, url, json=body, headers=world.a.headers)
-    assert own.status_code in (200, 204), (url, own.text)
+    assert own.status_code in (200, 201, 204), (url, own.text)
 
 
 async def test_foreign_dnc_delete_leaves_the_owners_entry(client, world: World) -> None:
@@ -190,6 +233,7 @@ async def test_lists_never_show_another_tenants_rows(client, app, world: World) 
         world.ids["agent_id"],
         world.ids["key_id"],
         world.ids["call_id"],
+        world.ids["campaign_id"],
         "+15559990000",
         "+15559990001",
     }

@@ -3,6 +3,7 @@
 from outdial.agents.models import Agent
 from outdial.billing.models import LedgerEntry
 from outdial.calls.models import Call, DialJob, Participant
+from outdial.campaigns.models import Campaign, CampaignContact
 from outdial.db import Base
 from outdial.dialer.models import CallerPacing, DialAttempt
 from outdial.dnc.models import DncEntry
@@ -17,6 +18,8 @@ __all__ = [
     "Agent",
     "ApiKey",
     "Call",
+    "Campaign",
+    "CampaignContact",
     "CallerPacing",
     "DialAttempt",
     "DialJob",

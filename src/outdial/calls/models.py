@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outdial.db import Base, BigInt, JSONType, UTCDateTime, utcnow
@@ -67,6 +67,16 @@ class DialJob(Base):
         # Claims walk a tenant's due jobs; reconciliation finds expired leases.
         Index("ix_dial_jobs_tenant_status_run_at", "tenant_id", "status", "run_at"),
         Index("ix_dial_jobs_status_lease", "status", "lease_expires_at"),
+        # Claims of one campaign's jobs, its caps and its completion; batch jobs skip it.
+        Index(
+            "ix_dial_jobs_campaign",
+            "tenant_id",
+            "campaign_id",
+            "status",
+            "run_at",
+            postgresql_where=text("campaign_id IS NOT NULL"),
+            sqlite_where=text("campaign_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
