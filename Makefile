@@ -2,7 +2,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint
+.PHONY: install run test lint sipp
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,7 +15,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/outdial serve --first-run-hint
 
-test: $(STAMP)
+# The sip provider's tests run against sipp, a real SIP peer (Debian's sip-tester).
+sipp:
+	command -v sipp >/dev/null || apt-get install -y -q sip-tester \
+		|| (apt-get update -q && apt-get install -y -q sip-tester)
+
+test: $(STAMP) sipp
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest -q
 

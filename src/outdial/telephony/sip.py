@@ -442,9 +442,9 @@ class SipProvider(TelephonyProvider):
         try:
             final = await self._ring(call)
             if final is not None and final.status < 300:
-                self._confirm(call, final)
+                answered_at = self._confirm(call, final)
                 end_reason = "answered"
-                await self.events(CallEvent(call.request.attempt_id, "answered", _now()))
+                await self.events(CallEvent(call.request.attempt_id, "answered", answered_at))
                 await self._talk(call)
             elif final is not None:
                 end_reason = outcome_of(final.status, canceled=call.cancel_sent)
@@ -533,10 +533,15 @@ class SipProvider(TelephonyProvider):
             password=self._password.get_secret_value(),
             cnonce=secrets.token_hex(8),
         )
+        header_name = "Proxy-Authorization" if is_proxy else "Authorization"
+        # Credentials for the other challenge (a proxy's, then the trunk's) still hold.
+        kept = [
+            (name, value)
+            for name, value in previous.headers
+            if name in ("Authorization", "Proxy-Authorization") and name != header_name
+        ]
         invite = self._invite(call)
-        invite.headers.insert(
-            -1, ("Proxy-Authorization" if is_proxy else "Authorization", credentials)
-        )
+        invite.headers[-1:-1] = [*kept, (header_name, credentials)]
         call.invite = self._start(invite, call.inbox)
         return True
 
@@ -561,10 +566,11 @@ class SipProvider(TelephonyProvider):
     def _via(self) -> str:
         return f"SIP/2.0/UDP {_hostport(*self._local)};branch=z9hG4bK{secrets.token_hex(8)};rport"
 
-    def _confirm(self, call: Call, ok: SipMessage) -> None:
+    def _confirm(self, call: Call, ok: SipMessage) -> datetime:
         """The dialog from a 2xx: the far end's tag and target, the route set; then ACK it
-        (a new transaction, RFC 3261 §13.2.2.4), again for each retransmitted 2xx."""
-        call.answered_at = _now()
+        (a new transaction, RFC 3261 §13.2.2.4), again for each retransmitted 2xx. Answers
+        when the call was answered."""
+        answered_at = call.answered_at = _now()
         call.remote_to = ok.header("To") or ""
         contact = ok.header("Contact")
         call.remote_target = uri_of(contact) if contact else call.remote_uri
@@ -575,6 +581,7 @@ class SipProvider(TelephonyProvider):
         self.send(ack)
         if call.cancel_wanted:
             call.inbox.put_nowait(Signal.HANGUP)  # answered as our CANCEL crossed: hang up
+        return answered_at
 
     def _in_dialog(self, call: Call, method: str, cseq: int) -> SipMessage:
         headers = [
