@@ -1,10 +1,14 @@
 """Helpers shared by the campaign tests (the fixtures themselves live in tests/conftest.py)."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from tests.conftest import TenantHandle
+from tests.dialer.conftest import cdr_path, running_dialer
+
+__all__ = ["cdr_path", "running_dialer"]  # the dialer tests' fixtures, used here too
 
 
 async def create_campaign(
@@ -49,3 +53,23 @@ async def post(
     client: httpx.AsyncClient, tenant: TenantHandle, path: str, **kwargs: Any
 ) -> httpx.Response:
     return await client.post(path, headers=tenant.headers, **kwargs)
+
+
+def open_window(**extra: Any) -> dict[str, Any]:
+    """A calling window open now (and for two hours either side) in UTC, the zone the +1555
+    test numbers are judged in (libphonenumber cannot place them)."""
+    now = datetime.now(UTC)
+    return {
+        "start": (now - timedelta(hours=2)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        **extra,
+    }
+
+
+def fast_settings(**extra: Any) -> dict[str, Any]:
+    return {
+        "max_concurrency": 50,
+        "calls_per_second": 100,
+        "calling_window": open_window(),
+        **extra,
+    }

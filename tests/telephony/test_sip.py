@@ -3,6 +3,7 @@ plus its wire format, digest credentials, retransmission timers and configuratio
 
 import asyncio
 import hashlib
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,7 @@ from outdial.telephony.registry import create_provider
 from outdial.telephony.sip import SipProvider, Trunk, outcome_of
 from outdial.telephony.sip_message import (
     Challenge,
+    SipMessage,
     SipParseError,
     UnsupportedChallenge,
     digest_credentials,
@@ -187,6 +189,30 @@ async def test_a_digest_challenge_is_answered_then_the_call_proceeds(
     assert PASSWORD not in messages
 
 
+async def test_a_proxy_challenge_is_answered_with_proxy_authorization(
+    make_provider: MakeProvider, recorder: Recorder, tmp_path: Path
+) -> None:
+    async with sipp("proxy_auth_challenge.xml", tmp_path) as peer:
+        provider = make_provider(peer.trunk, username=USERNAME, password=SecretStr(PASSWORD))
+        await provider.place(request())
+        await recorder.wait_for("att_sip", "answered")
+        await provider.hangup("att_sip")
+        end = await ended(recorder, "att_sip")
+        await assert_sipp_passed(peer)
+    assert end.end_reason == "answered"
+    # sipp cannot verify Proxy-Authorization, so recompute the digest from what it received.
+    messages = (tmp_path / "messages.log").read_text()
+    line = next(x for x in messages.splitlines() if x.startswith("Proxy-Authorization:"))
+    fields = dict(re.findall(r'(\w+)="?([^",]*)"?', line.split("Digest ", 1)[1]))
+    ha1 = hashlib.md5(f"{USERNAME}:sipp.test:{PASSWORD}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"INVITE:{fields['uri']}".encode()).hexdigest()
+    expected = hashlib.md5(
+        f"{ha1}:{fields['nonce']}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}".encode()
+    ).hexdigest()
+    assert fields["response"] == expected
+    assert fields["uri"] == f"sip:{TO}@127.0.0.1:{peer.port}"
+
+
 async def test_wrong_credentials_fail_the_call_as_a_carrier_error(
     make_provider: MakeProvider, recorder: Recorder, tmp_path: Path
 ) -> None:
@@ -221,8 +247,10 @@ async def test_a_lost_invite_is_retransmitted_by_timer_a(
 
 
 @pytest.fixture
-def silent_trunk() -> Iterator[socket.socket]:
-    """A UDP socket that receives and never answers."""
+def silent_trunk(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """A UDP socket that receives and never answers. A call to it can never be canceled (no
+    provisional response), so closing the provider need not wait for hang-ups."""
+    monkeypatch.setattr(sip, "CLOSE_GRACE", 0.1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk:
         trunk.bind(("127.0.0.1", 0))
         trunk.setblocking(False)
@@ -279,6 +307,42 @@ async def test_the_attempt_is_named_in_the_invite(
     assert (invite.branch or "").startswith("z9hG4bK")
     live = await provider.lookup("att_named")
     assert live.status == "live" and live.answered_at is None
+
+
+async def test_requests_from_the_trunk_outside_a_dialog_are_answered(
+    make_provider: MakeProvider, silent_trunk: socket.socket
+) -> None:
+    provider = make_provider(f"sip:127.0.0.1:{silent_trunk.getsockname()[1]}")
+    await provider.place(request())
+    ringing_call_id = parse(await receive(silent_trunk)).call_id
+
+    async def ask(method: str, call_id: str) -> SipMessage:
+        silent_trunk.sendto(
+            (
+                f"{method} sip:{FROM}@127.0.0.1 SIP/2.0\r\n"
+                "Via: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKtrunk\r\n"
+                f"From: <sip:{TO}@127.0.0.1>;tag=far\r\nTo: <sip:{FROM}@127.0.0.1>\r\n"
+                f"Call-ID: {call_id}\r\nCSeq: 5 {method}\r\nContent-Length: 0\r\n\r\n"
+            ).encode(),
+            provider.local_address,
+        )
+        return parse(await receive(silent_trunk, skip=b"INVITE "))
+
+    unknown = await ask("BYE", "no-such-call")
+    assert (unknown.status, unknown.cseq, unknown.branch) == (481, (5, "BYE"), "z9hG4bKtrunk")
+    # A BYE for a call that is still ringing has no dialog to end: 481, and it rings on.
+    assert (await ask("BYE", ringing_call_id)).status == 481
+    assert (await provider.lookup("att_sip")).status == "live"
+    assert (await ask("OPTIONS", "keepalive")).status == 200
+
+
+async def receive(trunk: socket.socket, *, skip: bytes = b"\x00") -> bytes:
+    """The next datagram the trunk receives (retransmitted INVITEs skipped when asked)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        data = await asyncio.wait_for(loop.sock_recv(trunk, 65535), 2.0)
+        if not data.startswith(skip):
+            return data
 
 
 async def test_lookup_never_claims_an_unseen_attempt_was_not_received(

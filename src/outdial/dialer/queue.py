@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outdial.agents.models import Agent
 from outdial.billing import service as billing
 from outdial.calls.models import Call, DialJob, Participant
+from outdial.campaigns.models import Campaign
 from outdial.db import bulk_insert, insert_ignoring_conflicts, one_of, utcnow
+from outdial.dialer import campaign_queue
 from outdial.dialer.models import CallerPacing, DialAttempt
 from outdial.dnc.models import DncEntry
 from outdial.ids import new_ids
@@ -53,13 +55,18 @@ class ClaimedJob:
 
 @dataclass(frozen=True, slots=True)
 class DialPolicy:
-    """How a call's jobs are dialed: from the call (and, later, its campaign)."""
+    """How a call's jobs are dialed: from the call, or from its campaign's settings as
+    they are when the job is claimed or settled (a PUT while paused applies on resume)."""
 
     calling_window: dict[str, Any] | None
     retry: dict[str, Any] | None
     ring_timeout_seconds: int
     voicemail_behavior: str
     rate_per_minute_micros: int
+    calls_per_second: float | None = None
+    """A campaign's own pace for its caller ID, within the tenant's."""
+    max_attempts: int | None = None
+    """A campaign's current retry cap, over the one its jobs were queued with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +104,7 @@ async def tenants_with_due_jobs(session: AsyncSession, *, now: datetime) -> list
     )
     rows = await session.execute(
         select(Tenant.id, Tenant.max_concurrency, Tenant.calls_per_second)
-        .where(Tenant.is_active.is_(True), due)
+        .where(Tenant.is_active.is_(True), due | campaign_queue.tenant_has_contacts_to_queue())
         .order_by(Tenant.id)
     )
     return [TenantLimits(r.id, r.max_concurrency, r.calls_per_second) for r in rows]
@@ -135,14 +142,25 @@ async def claim_jobs(
     room = min(limit, tenant.max_concurrency - (active or 0))
     if room <= 0:
         return []
-    due = (
-        select(DialJob.id)
-        .where(DialJob.tenant_id == tenant.id, DialJob.status == "waiting", DialJob.run_at <= now)
-        .order_by(DialJob.run_at, DialJob.id)
-        .limit(room)
-        .with_for_update(skip_locked=True)
-    )
-    ids = list(await session.scalars(due))
+    campaigns = await campaign_queue.running_campaigns(session, tenant_id=tenant.id)
+    # The tenant's batches and each running campaign share the room evenly.
+    share = max(1, -(-room // (1 + len(campaigns))))
+    ids = await _due_job_ids(session, tenant_id=tenant.id, campaign_id=None, now=now, limit=share)
+    for campaign in campaigns:
+        active_here = await campaign_queue.active_jobs(
+            session, tenant_id=tenant.id, campaign_id=campaign.id
+        )
+        wanted = min(share, room - len(ids), campaign.max_concurrency - active_here)
+        if wanted <= 0:
+            continue
+        due = await _due_job_ids(
+            session, tenant_id=tenant.id, campaign_id=campaign.id, now=now, limit=wanted
+        )
+        if len(due) < wanted and campaign.contacts_left:
+            due += await campaign_queue.queue_contacts(
+                session, tenant_id=tenant.id, campaign=campaign, count=wanted - len(due), now=now
+            )
+        ids += due
     if not ids:
         return []
     rows = await session.execute(
@@ -162,6 +180,28 @@ async def claim_jobs(
         )
     )
     return [ClaimedJob(*row) for row in rows]
+
+
+async def _due_job_ids(
+    session: AsyncSession, *, tenant_id: str, campaign_id: str | None, now: datetime, limit: int
+) -> list[str]:
+    """Due jobs of the tenant's batches and direct calls (`campaign_id` None) or of one of
+    its campaigns (jobs of campaigns not running are never taken), locked."""
+    due = (
+        select(DialJob.id)
+        .where(
+            DialJob.tenant_id == tenant_id,
+            DialJob.campaign_id.is_(None)
+            if campaign_id is None
+            else DialJob.campaign_id == campaign_id,
+            DialJob.status == "waiting",
+            DialJob.run_at <= now,
+        )
+        .order_by(DialJob.run_at, DialJob.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(await session.scalars(due))
 
 
 async def release_jobs(
@@ -185,11 +225,34 @@ async def policies_for(session: AsyncSession, *, call_ids: Iterable[str]) -> dic
             Call.ring_timeout_seconds,
             Agent.voicemail_behavior,
             Agent.rate_per_minute_micros,
+            Campaign.settings,
         )
         .join(Agent, Agent.id == Call.agent_id)
+        .outerjoin(Campaign, Campaign.id == Call.campaign_id)
         .where(Call.id.in_(set(call_ids)))
     )
-    return {row[0]: DialPolicy(*row[1:]) for row in rows}
+    return {row.id: _policy(row) for row in rows}
+
+
+def _policy(row: Any) -> DialPolicy:
+    campaign = row.settings
+    if campaign is None:
+        return DialPolicy(
+            row.calling_window,
+            row.retry,
+            row.ring_timeout_seconds,
+            row.voicemail_behavior,
+            row.rate_per_minute_micros,
+        )
+    return DialPolicy(
+        campaign["calling_window"],
+        campaign["retry"],
+        campaign["ring_timeout_seconds"],
+        row.voicemail_behavior,
+        row.rate_per_minute_micros,
+        calls_per_second=campaign["calls_per_second"],
+        max_attempts=campaign["retry"]["max_attempts"],
+    )
 
 
 async def blocked_numbers(
@@ -229,13 +292,13 @@ async def reserve_slots(
     session: AsyncSession,
     *,
     wanted: dict[str, int],
-    calls_per_second: float,
+    calls_per_second: dict[str, float],
     now: float,
     horizon: float,
 ) -> dict[str, list[float]]:
     """Reserve dial instants (epoch seconds) for several caller IDs at once: up to
     `wanted[number]` each, spaced so that no one-second window ever holds more than
-    `calls_per_second` dials of that number, none later than `now + horizon`. Shared by all
+    `calls_per_second[number]` dials of that number, none later than `now + horizon`. Shared by all
     dialers through the `caller_pacing` rows, which are locked in one order (no deadlocks);
     three statements whatever the number of caller IDs."""
     if not wanted:
@@ -251,10 +314,11 @@ async def reserve_slots(
         .order_by(CallerPacing.from_number)
         .with_for_update()
     )
-    interval = max((1.0 + SLOT_SLACK_SECONDS) / calls_per_second, MIN_DIAL_SPACING_SECONDS)
     slots: dict[str, list[float]] = {}
     moved: list[dict[str, Any]] = []
     for number, next_slot in rows:
+        rate = calls_per_second[number]
+        interval = max((1.0 + SLOT_SLACK_SECONDS) / rate, MIN_DIAL_SPACING_SECONDS)
         start = max(next_slot or 0.0, now)
         fits = math.floor((now + horizon - start) / interval) + 1 if start <= now + horizon else 0
         taken = max(0, min(wanted[number], fits))
@@ -319,6 +383,14 @@ async def start_attempts(
     )
     for attempt in attempts:
         attempt.job.attempt += 1
+    await campaign_queue.set_contact_statuses(
+        session,
+        changes=[
+            (a.job.campaign_id, a.job.to_number, "dialed", None)
+            for a in attempts
+            if a.job.campaign_id is not None and a.attempt_no == 1
+        ],
+    )
 
 
 def new_attempt_ids(count: int) -> list[str]:
@@ -480,6 +552,8 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
                 DialJob.participant_id,
                 DialJob.attempt,
                 DialJob.max_attempts,
+                DialJob.campaign_id,
+                DialJob.to_number,
                 Participant.hold_micros,
             )
             .join(Participant, Participant.id == DialJob.participant_id)
@@ -493,7 +567,8 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
     for ending in endings:
         job = jobs[ending.job_id]
         policy = policies[job.call_id]
-        if _should_retry(policy, ending.end_reason, job.attempt, job.max_attempts):
+        max_attempts = policy.max_attempts or job.max_attempts
+        if _should_retry(policy, ending.end_reason, job.attempt, max_attempts):
             delay = timedelta(seconds=(policy.retry or {}).get("delay_seconds", 0))
             retries.append(
                 {
@@ -527,9 +602,29 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
         releases.append(billing.Release(job.tenant_id, job.hold_micros, cost, job.participant_id))
     await _requeue(session, retries)
     await _finish(session, finals)
+    campaign_finals = [(jobs[f["b_job"]], f) for f in finals if jobs[f["b_job"]].campaign_id]
+    await campaign_queue.set_contact_statuses(
+        session,
+        changes=[
+            (job.campaign_id, job.to_number, _contact_status(job.attempt, f), f["b_reason"])
+            for job, f in campaign_finals
+        ],
+    )
+    # Before release_holds: campaign rows are locked before the tenant's, as claims do.
+    await campaign_queue.complete_finished_campaigns(
+        session, campaign_ids={job.campaign_id for job, _ in campaign_finals}
+    )
     await billing.release_holds(session, releases=releases)
     if finals:
         await complete_finished_calls(session, call_ids={jobs[f["b_job"]].call_id for f in finals})
+
+
+def _contact_status(attempts: int, final: dict[str, Any]) -> str:
+    """A campaign contact's final status: as its call's, but `skipped_dnc` when a DNC
+    re-check stopped it before any dial, and `failed` when canceled."""
+    if final["b_reason"] == "dnc" and attempts == 0:
+        return "skipped_dnc"
+    return "completed" if final["b_status"] == "completed" else "failed"
 
 
 def _should_retry(policy: DialPolicy, end_reason: str, attempt: int, max_attempts: int) -> bool:
@@ -699,6 +794,14 @@ async def withdraw_attempts(
             # A participant whose only attempt never happened was never dialed.
             dialed_at=case((Participant.attempts == 1, None), else_=Participant.dialed_at),
         )
+    )
+    never_dialed = await session.execute(
+        select(DialJob.campaign_id, DialJob.to_number).where(
+            DialJob.id.in_(job_ids), DialJob.campaign_id.is_not(None), DialJob.attempt == 0
+        )
+    )
+    await campaign_queue.set_contact_statuses(
+        session, changes=[(c, n, "pending", None) for c, n in never_dialed]
     )
     # A participant whose call was ended meanwhile (its hang-up asked for by POST
     # /v1/calls/{id}/end) is not queued again: it is canceled and its hold released.

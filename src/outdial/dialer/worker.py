@@ -19,10 +19,11 @@ from functools import lru_cache
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from outdial.billing.service import increment_cost_micros
 from outdial.calls.schemas import CallingWindow
 from outdial.config import DIAL_LEAD_SECONDS, Settings
 from outdial.db import create_engine, create_sessionmaker, utcnow
-from outdial.dialer import queue
+from outdial.dialer import campaign_queue, queue
 from outdial.dialer.queue import ClaimedJob, DialPolicy, Ending, NewAttempt, TenantLimits
 from outdial.dialer.windows import next_allowed_at
 from outdial.ids import new_id
@@ -211,13 +212,24 @@ class Dialer:
                 return 0
             policies = await queue.policies_for(session, call_ids={j.call_id for j in jobs})
             ready, endings, later = await self._triage(session, tenant, jobs, policies, now)
-            attempts, unpaced = await self._pace(session, tenant, ready, now)
+            attempts, unpaced = await self._pace(session, tenant, ready, policies, now)
             later.extend(unpaced)
             for run_at, job_ids in _grouped(later).items():
                 await queue.release_jobs(session, job_ids=job_ids, run_at=run_at)
             await queue.settle(session, endings=endings)
             await queue.start_attempts(
                 session, attempts=attempts, dialer_id=self.id, provider=self.provider.name
+            )
+            await campaign_queue.hold_first_dials(
+                session,
+                tenant_id=tenant.id,
+                holds={
+                    a.job.participant_id: increment_cost_micros(
+                        policies[a.job.call_id].rate_per_minute_micros
+                    )
+                    for a in attempts
+                    if a.job.campaign_id is not None
+                },
             )
         for attempt in attempts:
             self._schedule_place(attempt, policies[attempt.job.call_id])
@@ -237,6 +249,9 @@ class Dialer:
             session, tenant_id=tenant.id, numbers={j.to_number for j in jobs}
         )
         in_credit = await queue.tenant_in_credit(session, tenant_id=tenant.id)
+        zones = await campaign_queue.contact_timezones(
+            session, contacts={(j.campaign_id, j.to_number) for j in jobs if j.campaign_id}
+        )
         ready: list[ClaimedJob] = []
         endings: list[Ending] = []
         later: list[tuple[datetime, str]] = []
@@ -245,27 +260,45 @@ class Dialer:
                 endings.append(Ending(job.id, None, "dnc", now))
             elif not in_credit:
                 later.append((now + NO_CREDIT_RETRY, job.id))
-            elif (opens := self._window_opens(job, policies[job.call_id], now)) > now:
+            elif (opens := self._window_opens(job, policies[job.call_id], zones, now)) > now:
                 later.append((opens, job.id))
             else:
                 ready.append(job)
         return ready, endings, later
 
-    def _window_opens(self, job: ClaimedJob, policy: DialPolicy, now: datetime) -> datetime:
+    def _window_opens(
+        self,
+        job: ClaimedJob,
+        policy: DialPolicy,
+        contact_zones: dict[tuple[str, str], str],
+        now: datetime,
+    ) -> datetime:
         if policy.calling_window is None:
             return now
         window = _window(json.dumps(policy.calling_window, sort_keys=True))
-        opens = next_allowed_at(window, number=job.to_number, contact_timezone=None, now=now)
+        # A campaign contact's own zone, where given, replaces the number's.
+        zone = contact_zones.get((job.campaign_id, job.to_number)) if job.campaign_id else None
+        opens = next_allowed_at(window, number=job.to_number, contact_timezone=zone, now=now)
         # Zones whose windows never overlap: look again later (DST may change that).
         return opens if opens is not None else now + WINDOW_NEVER_OPENS_RETRY
 
     async def _pace(
-        self, session: AsyncSession, tenant: TenantLimits, jobs: list[ClaimedJob], now: datetime
+        self,
+        session: AsyncSession,
+        tenant: TenantLimits,
+        jobs: list[ClaimedJob],
+        policies: dict[str, DialPolicy],
+        now: datetime,
     ) -> tuple[list[NewAttempt], list[tuple[datetime, str]]]:
-        """Give each job a dial slot of its caller ID; those without one wait a moment."""
+        """Give each job a dial slot of its caller ID; those without one wait a moment. A
+        caller ID is paced at the tenant's rate, or a campaign's lower one when this claim
+        dials it for a campaign."""
         by_caller: dict[str, list[ClaimedJob]] = defaultdict(list)
+        rates: dict[str, float] = {}
         for job in jobs:
             by_caller[job.from_number].append(job)
+            own = policies[job.call_id].calls_per_second or tenant.calls_per_second
+            rates[job.from_number] = min(rates.get(job.from_number, tenant.calls_per_second), own)
         attempts: list[NewAttempt] = []
         later: list[tuple[datetime, str]] = []
         ids = iter(queue.new_attempt_ids(len(jobs)))
@@ -273,7 +306,7 @@ class Dialer:
         reserved = await queue.reserve_slots(
             session,
             wanted={number: len(group) for number, group in by_caller.items()},
-            calls_per_second=tenant.calls_per_second,
+            calls_per_second=rates,
             # The first slot must still lie ahead once this claim commits, which takes
             # longer the more jobs it writes.
             now=_epoch(utcnow() + DIAL_LEAD + CLAIM_COST_PER_JOB * len(jobs)),
