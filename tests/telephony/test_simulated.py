@@ -13,8 +13,10 @@ from pydantic import ValidationError
 
 from outdial.config import Settings
 from outdial.telephony.base import CallEvent, DialRequest
-from outdial.telephony.registry import ProviderUnavailable, create_provider
+from outdial.telephony.plivo import PlivoProvider
+from outdial.telephony.registry import create_provider
 from outdial.telephony.simulated import SimulatedProvider, script_for
+from outdial.telephony.twilio import TwilioProvider
 from tests.conftest import simulated_outcome
 
 FROM = "+15559990000"
@@ -356,14 +358,35 @@ async def test_registry_builds_the_simulated_provider_from_settings(
         await provider.aclose()
 
 
-@pytest.mark.parametrize("name", ["sip", "plivo", "twilio"])
-def test_registry_refuses_providers_not_built_yet(recorder: Recorder, name: str) -> None:
-    with pytest.raises(ProviderUnavailable) as refused:
-        create_provider(Settings(telephony_provider=name), recorder)
-    message = str(refused.value)
-    assert repr(name) in message
-    assert "OUTDIAL_TELEPHONY_PROVIDER=simulated" in message
-    assert (refused.value.status_code, refused.value.code) == (503, "provider_unavailable")
+@pytest.mark.parametrize(
+    ("name", "missing"),
+    [
+        ("plivo", "OUTDIAL_PUBLIC_URL, OUTDIAL_PLIVO_AUTH_ID, OUTDIAL_PLIVO_AUTH_TOKEN"),
+        ("twilio", "OUTDIAL_PUBLIC_URL, OUTDIAL_TWILIO_ACCOUNT_SID, OUTDIAL_TWILIO_AUTH_TOKEN"),
+    ],
+)
+async def test_carriers_need_their_credentials_and_get_them(
+    recorder: Recorder, name: str, missing: str
+) -> None:
+    with pytest.raises(ValidationError, match=missing):
+        Settings(telephony_provider=name)
+    with pytest.raises(ValidationError) as refused:
+        Settings(telephony_provider=name, plivo_auth_token="sekrit", twilio_auth_token="sekrit")
+    assert "sekrit" not in str(refused.value)  # tokens never echoed
+    configured = Settings(
+        telephony_provider=name,
+        public_url="https://outdial.example.com",
+        plivo_auth_id="MA1",
+        plivo_auth_token="t",
+        twilio_account_sid="AC1",
+        twilio_auth_token="t",
+    )
+    provider = create_provider(configured, recorder)
+    assert (type(provider), provider.name) == (
+        {"plivo": PlivoProvider, "twilio": TwilioProvider}[name],
+        name,
+    )
+    await provider.aclose()
 
 
 def test_unknown_provider_names_are_rejected_by_configuration() -> None:
