@@ -249,7 +249,8 @@ async def test_a_lost_invite_is_retransmitted_by_timer_a(
 @pytest.fixture
 def silent_trunk(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     """A UDP socket that receives and never answers. A call to it can never be canceled (no
-    provisional response), so closing the provider need not wait for hang-ups."""
+    provisional response), so closing the provider need not wait for hang-ups. Ask for it
+    before `make_provider`, so that the provider is closed while the patch holds."""
     monkeypatch.setattr(sip, "CLOSE_GRACE", 0.1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk:
         trunk.bind(("127.0.0.1", 0))
@@ -289,7 +290,7 @@ async def test_an_unanswered_invite_is_retransmitted_then_given_up_by_timer_b(
 
 
 async def test_the_attempt_is_named_in_the_invite(
-    make_provider: MakeProvider, silent_trunk: socket.socket
+    silent_trunk: socket.socket, make_provider: MakeProvider
 ) -> None:
     provider = make_provider(f"sip:127.0.0.1:{silent_trunk.getsockname()[1]}")
     call_id = await provider.place(request("att_named"))
@@ -310,7 +311,7 @@ async def test_the_attempt_is_named_in_the_invite(
 
 
 async def test_requests_from_the_trunk_outside_a_dialog_are_answered(
-    make_provider: MakeProvider, silent_trunk: socket.socket
+    silent_trunk: socket.socket, make_provider: MakeProvider
 ) -> None:
     provider = make_provider(f"sip:127.0.0.1:{silent_trunk.getsockname()[1]}")
     await provider.place(request())

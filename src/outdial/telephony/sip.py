@@ -624,7 +624,12 @@ class SipProvider(TelephonyProvider):
         end = CallEvent(call.request.attempt_id, "ended", ended_at, end_reason, talk)
         self._live.pop(call.request.attempt_id, None)
         self._remember(end)
-        asyncio.get_running_loop().call_later(LINGER, self._calls.pop, call.call_id, None)
+        loop = asyncio.get_running_loop()
+        loop.call_later(LINGER, self._calls.pop, call.call_id, None)
+        if call.invite is not None and call.invite.final is None:
+            # Abandoned without a final response (Timer B, or CANCELed and never answered).
+            call.invite.stop()
+            loop.call_later(LINGER, self.forget, call.invite.key)
         await self.events(end)
 
     def _remember(self, end: CallEvent) -> None:
