@@ -172,6 +172,18 @@ async def test_hanging_up_while_it_rings_cancels(
     assert time.monotonic() - started < 3.0
 
 
+async def test_an_answer_that_crosses_our_cancel_is_acked_then_hung_up(
+    make_provider: MakeProvider, recorder: Recorder, tmp_path: Path
+) -> None:
+    async with sipp("answer_as_cancel_crosses.xml", tmp_path) as peer:
+        provider = make_provider(peer.trunk)
+        await provider.place(request(ring_timeout=1))
+        end = await ended(recorder, "att_sip")
+        await assert_sipp_passed(peer)  # our ACK for the 200, then our BYE
+    assert [e.kind for e in recorder.of("att_sip")] == ["answered", "ended"]
+    assert (end.end_reason, end.talk_seconds) == ("answered", 0)
+
+
 async def test_a_digest_challenge_is_answered_then_the_call_proceeds(
     make_provider: MakeProvider, recorder: Recorder, tmp_path: Path
 ) -> None:
