@@ -176,7 +176,13 @@ def one_of(session: AsyncSession, column: Any, values: Collection[Any]) -> Any:
     return column.in_(list(values))
 
 
-def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
-    """`INSERT … ON CONFLICT DO NOTHING` in the session's dialect (SQLite and PostgreSQL)."""
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT in the session's dialect, for its `ON CONFLICT` clauses (SQLite and
+    PostgreSQL spell them alike)."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return insert(table).on_conflict_do_nothing()
+    return insert(table)
+
+
+def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING` in the session's dialect."""
+    return dialect_insert(session, table).on_conflict_do_nothing()

@@ -5,7 +5,7 @@ from outdial.billing.models import LedgerEntry
 from outdial.calls.models import Call, DialJob, Participant
 from outdial.campaigns.models import Campaign, CampaignContact
 from outdial.db import Base
-from outdial.dialer.models import CallerPacing, DialAttempt
+from outdial.dialer.models import CallerPacing, DialAttempt, DialerLease
 from outdial.dnc.models import DncEntry
 from outdial.idempotency import IdempotencyRecord
 from outdial.keys.models import ApiKey
@@ -18,11 +18,12 @@ __all__ = [
     "Agent",
     "ApiKey",
     "Call",
+    "CallerPacing",
     "Campaign",
     "CampaignContact",
-    "CallerPacing",
     "DialAttempt",
     "DialJob",
+    "DialerLease",
     "DncEntry",
     "IdempotencyRecord",
     "LedgerEntry",

@@ -92,7 +92,8 @@ async def release_holds(session: AsyncSession, *, releases: Sequence[Release]) -
     for r in releases:
         held, charged = per_tenant.get(r.tenant_id, (0, 0))
         per_tenant[r.tenant_id] = (held + r.hold_micros, charged + r.charge_micros)
-    for tenant_id, (held, charged) in per_tenant.items():
+    # In id order: two dialers settling the same tenants must lock their rows alike.
+    for tenant_id, (held, charged) in sorted(per_tenant.items()):
         await session.execute(
             update(Tenant)
             .where(Tenant.id == tenant_id)

@@ -33,6 +33,15 @@ class Call(Base):
 
 class Participant(Base):
     __tablename__ = "participants"
+    __table_args__ = (
+        # The dialers' heartbeat looks for hang-ups someone asked for: few rows, often.
+        Index(
+            "ix_participants_hangup_requested",
+            "hangup_requested_at",
+            postgresql_where=text("hangup_requested_at IS NOT NULL"),
+            sqlite_where=text("hangup_requested_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     # No foreign keys on the bulk-written tables: PostgreSQL checks them row by row, which
@@ -64,9 +73,10 @@ class DialJob(Base):
 
     __tablename__ = "dial_jobs"
     __table_args__ = (
-        # Claims walk a tenant's due jobs; reconciliation finds expired leases.
+        # Claims walk a tenant's due jobs; reconciliation finds the active jobs of dialers
+        # whose lease (dialer_leases) has lapsed.
         Index("ix_dial_jobs_tenant_status_run_at", "tenant_id", "status", "run_at"),
-        Index("ix_dial_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_dial_jobs_status_owner", "status", "lease_owner"),
         # Claims of one campaign's jobs, its caps and its completion; batch jobs skip it.
         Index(
             "ix_dial_jobs_campaign",
@@ -92,5 +102,5 @@ class DialJob(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=1)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """The dialer holding this active job, for as long as its row in dialer_leases lasts."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -49,3 +49,14 @@ class CallerPacing(Base):
 
     from_number: Mapped[str] = mapped_column(String(16), primary_key=True)
     next_slot_at: Mapped[float] = mapped_column(Float)
+
+
+class DialerLease(Base):
+    """A running dialer process and how long its claim on its active jobs lasts. A dialer
+    renews this one row (not each of its jobs), so a heartbeat costs one write however many
+    calls it has in flight, and never contends with the writes that settle those calls."""
+
+    __tablename__ = "dialer_leases"
+
+    dialer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lease_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

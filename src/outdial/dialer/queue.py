@@ -19,9 +19,9 @@ from outdial.agents.models import Agent
 from outdial.billing import service as billing
 from outdial.calls.models import Call, DialJob, Participant
 from outdial.campaigns.models import Campaign
-from outdial.db import bulk_insert, insert_ignoring_conflicts, one_of, utcnow
+from outdial.db import bulk_insert, dialect_insert, insert_ignoring_conflicts, one_of, utcnow
 from outdial.dialer import campaign_queue
-from outdial.dialer.models import CallerPacing, DialAttempt
+from outdial.dialer.models import CallerPacing, DialAttempt, DialerLease
 from outdial.dnc.models import DncEntry
 from outdial.ids import new_ids
 from outdial.telephony.base import CallEvent
@@ -131,9 +131,11 @@ async def claim_jobs(
     lease_until: datetime,
     limit: int,
 ) -> list[ClaimedJob]:
-    """Claim up to `limit` due jobs of one tenant, never past its concurrency cap."""
+    """Claim up to `limit` due jobs of one tenant, never past its concurrency cap. A claim
+    also renews the dialer's lease (until `lease_until`): it holds what it claims."""
     if not await _lock_tenant_queue(session, tenant.id):
         return []
+    await renew_lease(session, dialer_id=dialer_id, lease_until=lease_until)
     active = await session.scalar(
         select(func.count())
         .select_from(DialJob)
@@ -164,9 +166,9 @@ async def claim_jobs(
     if not ids:
         return []
     rows = await session.execute(
-        update(DialJob)
-        .where(DialJob.id.in_(ids), DialJob.status == "waiting")
-        .values(status="active", lease_owner=dialer_id, lease_expires_at=lease_until)
+        update(DialJob.__table__)
+        .where(one_of(session, DialJob.id, ids), DialJob.status == "waiting")
+        .values(status="active", lease_owner=dialer_id)
         .returning(
             DialJob.id,
             DialJob.tenant_id,
@@ -210,10 +212,12 @@ async def release_jobs(
     """Give claimed jobs back to the queue, due at `run_at` (or as they were)."""
     if not job_ids:
         return
-    values: dict[str, Any] = {"status": "waiting", "lease_owner": None, "lease_expires_at": None}
+    values: dict[str, Any] = {"status": "waiting", "lease_owner": None}
     if run_at is not None:
         values["run_at"] = run_at
-    await session.execute(update(DialJob).where(DialJob.id.in_(list(job_ids))).values(**values))
+    await session.execute(
+        update(DialJob.__table__).where(one_of(session, DialJob.id, job_ids)).values(**values)
+    )
 
 
 async def policies_for(session: AsyncSession, *, call_ids: Iterable[str]) -> dict[str, DialPolicy]:
@@ -229,7 +233,7 @@ async def policies_for(session: AsyncSession, *, call_ids: Iterable[str]) -> dic
         )
         .join(Agent, Agent.id == Call.agent_id)
         .outerjoin(Campaign, Campaign.id == Call.campaign_id)
-        .where(Call.id.in_(set(call_ids)))
+        .where(one_of(session, Call.id, call_ids))
     )
     return {row.id: _policy(row) for row in rows}
 
@@ -369,16 +373,18 @@ async def start_attempts(
     )
     job_ids = [a.job.id for a in attempts]
     await session.execute(
-        update(DialJob).where(DialJob.id.in_(job_ids)).values(attempt=DialJob.attempt + 1)
+        update(DialJob.__table__)
+        .where(one_of(session, DialJob.id, job_ids))
+        .values(attempt=DialJob.attempt + 1)
     )
     await session.execute(
-        update(Participant)
-        .where(Participant.id.in_([a.job.participant_id for a in attempts]))
+        update(Participant.__table__)
+        .where(one_of(session, Participant.id, [a.job.participant_id for a in attempts]))
         .values(status="dialing", attempts=Participant.attempts + 1, dialed_at=now)
     )
     await session.execute(
-        update(Call)
-        .where(Call.id.in_({a.job.call_id for a in attempts}), Call.status == "queued")
+        update(Call.__table__)
+        .where(one_of(session, Call.id, {a.job.call_id for a in attempts}), Call.status == "queued")
         .values(status="in_progress")
     )
     for attempt in attempts:
@@ -424,7 +430,7 @@ async def remember_provider_call_id(
     """Store the carrier's id for an in-flight attempt's connected call (Plivo names it
     apart from the dial request), which hang-ups and lookups then use."""
     await session.execute(
-        update(DialAttempt)
+        update(DialAttempt.__table__)
         .where(DialAttempt.id == attempt_id, DialAttempt.status.in_(IN_FLIGHT))
         .values(provider_call_id=call_id)
     )
@@ -435,7 +441,7 @@ async def mark_answered(session: AsyncSession, *, events: Sequence[CallEvent]) -
         return
     rows = await session.execute(
         select(DialAttempt.id, DialAttempt.participant_id).where(
-            DialAttempt.id.in_([e.attempt_id for e in events]),
+            one_of(session, DialAttempt.id, [e.attempt_id for e in events]),
             DialAttempt.status.in_(("placing", "placed")),
         )
     )
@@ -509,7 +515,7 @@ async def _answered_by_machine(session: AsyncSession, *, attempt_ids: list[str])
         return set()
     rows = await session.scalars(
         select(DialAttempt.id).where(
-            DialAttempt.id.in_(attempt_ids), DialAttempt.answered_by == "machine"
+            one_of(session, DialAttempt.id, attempt_ids), DialAttempt.answered_by == "machine"
         )
     )
     return set(rows)
@@ -557,7 +563,7 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
                 Participant.hold_micros,
             )
             .join(Participant, Participant.id == DialJob.participant_id)
-            .where(DialJob.id.in_([e.job_id for e in endings]))
+            .where(one_of(session, DialJob.id, [e.job_id for e in endings]))
         )
     }
     policies = await policies_for(session, call_ids={row.call_id for row in jobs.values()})
@@ -642,7 +648,6 @@ async def _requeue(session: AsyncSession, retries: list[dict[str, Any]]) -> None
             status="waiting",
             run_at=bindparam("b_run_at"),
             lease_owner=None,
-            lease_expires_at=None,
         ),
         [{"b_job": r["b_job"], "b_run_at": r["b_run_at"]} for r in retries],
     )
@@ -660,7 +665,7 @@ async def _finish(session: AsyncSession, finals: list[dict[str, Any]]) -> None:
     await session.execute(
         update(DialJob.__table__)
         .where(DialJob.id == bindparam("b_job"))
-        .values(status=bindparam("b_job_status"), lease_owner=None, lease_expires_at=None),
+        .values(status=bindparam("b_job_status"), lease_owner=None),
         [{"b_job": f["b_job"], "b_job_status": f["b_job_status"]} for f in finals],
     )
     await session.execute(
@@ -688,8 +693,8 @@ async def complete_finished_calls(session: AsyncSession, *, call_ids: set[str]) 
         Participant.call_id == Call.id, Participant.status == "canceled"
     )
     await session.execute(
-        update(Call)
-        .where(Call.id.in_(call_ids), Call.ended_at.is_(None), ~unfinished.exists())
+        update(Call.__table__)
+        .where(one_of(session, Call.id, call_ids), Call.ended_at.is_(None), ~unfinished.exists())
         .values(status=case((canceled.exists(), "canceled"), else_="completed"), ended_at=utcnow())
     )
 
@@ -697,34 +702,59 @@ async def complete_finished_calls(session: AsyncSession, *, call_ids: set[str]) 
 # --- leases and reconciliation ---------------------------------------------------------------
 
 
-async def renew_leases(session: AsyncSession, *, dialer_id: str, lease_until: datetime) -> int:
-    result = await session.execute(
-        update(DialJob)
-        .where(DialJob.lease_owner == dialer_id, DialJob.status == "active")
-        .values(lease_expires_at=lease_until)
+async def renew_lease(session: AsyncSession, *, dialer_id: str, lease_until: datetime) -> None:
+    """Keep this dialer's claim on its active jobs until `lease_until` (one row, however
+    many jobs)."""
+    statement = dialect_insert(session, DialerLease).values(
+        dialer_id=dialer_id, lease_expires_at=lease_until
     )
-    return result.rowcount
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[DialerLease.dialer_id],
+            set_={"lease_expires_at": statement.excluded.lease_expires_at},
+        )
+    )
 
 
 async def take_over_expired(
     session: AsyncSession, *, dialer_id: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[str]:
     """Claim, for reconciliation, active jobs whose dialer stopped renewing its lease."""
+    holder_alive = (
+        select(DialerLease.dialer_id)
+        .where(DialerLease.dialer_id == DialJob.lease_owner, DialerLease.lease_expires_at >= now)
+        .exists()
+    )
     expired = (
         select(DialJob.id)
-        .where(DialJob.status == "active", DialJob.lease_expires_at < now)
+        .where(DialJob.status == "active", ~holder_alive)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     ids = list(await session.scalars(expired))
     if not ids:
         return []
+    await renew_lease(session, dialer_id=dialer_id, lease_until=lease_until)
     await session.execute(
-        update(DialJob)
-        .where(DialJob.id.in_(ids))
-        .values(lease_owner=dialer_id, lease_expires_at=lease_until)
+        update(DialJob.__table__)
+        .where(one_of(session, DialJob.id, ids))
+        .values(lease_owner=dialer_id)
     )
     return ids
+
+
+async def forget_dead_dialers(session: AsyncSession, *, expired_before: datetime) -> None:
+    """Drop the leases of dialers long gone that hold no job any more."""
+    holds_jobs = (
+        select(DialJob.id)
+        .where(DialJob.status == "active", DialJob.lease_owner == DialerLease.dialer_id)
+        .exists()
+    )
+    await session.execute(
+        delete(DialerLease.__table__).where(
+            DialerLease.lease_expires_at < expired_before, ~holds_jobs
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -743,7 +773,7 @@ async def orphan_attempts(
         select(DialAttempt.id, DialAttempt.job_id, DialAttempt.participant_id, DialAttempt.status)
         .join(DialJob, DialJob.id == DialAttempt.job_id)
         .where(
-            DialAttempt.job_id.in_(list(job_ids)),
+            one_of(session, DialAttempt.job_id, job_ids),
             DialAttempt.attempt_no == DialJob.attempt,
             DialAttempt.status.in_(IN_FLIGHT),
         )
@@ -759,7 +789,7 @@ async def attempts_by_id(
         return []
     rows = await session.execute(
         select(DialAttempt.id, DialAttempt.job_id, DialAttempt.participant_id, DialAttempt.status)
-        .where(DialAttempt.id.in_(list(attempt_ids)), DialAttempt.status.in_(IN_FLIGHT))
+        .where(one_of(session, DialAttempt.id, attempt_ids), DialAttempt.status.in_(IN_FLIGHT))
         .with_for_update()
     )
     return [InFlightAttempt(*row) for row in rows]
@@ -772,22 +802,25 @@ async def withdraw_attempts(
     the queue (due at `run_at`, or as they were) and no number is dialed twice."""
     if not attempts:
         return
-    await session.execute(delete(DialAttempt).where(DialAttempt.id.in_([a.id for a in attempts])))
+    await session.execute(
+        delete(DialAttempt.__table__).where(
+            one_of(session, DialAttempt.id, [a.id for a in attempts])
+        )
+    )
     job_ids = [a.job_id for a in attempts]
     await session.execute(
-        update(DialJob)
-        .where(DialJob.id.in_(job_ids))
+        update(DialJob.__table__)
+        .where(one_of(session, DialJob.id, job_ids))
         .values(
             attempt=DialJob.attempt - 1,
             status="waiting",
             lease_owner=None,
-            lease_expires_at=None,
             **({"run_at": run_at} if run_at is not None else {}),
         )
     )
     await session.execute(
-        update(Participant)
-        .where(Participant.id.in_([a.participant_id for a in attempts]))
+        update(Participant.__table__)
+        .where(one_of(session, Participant.id, [a.participant_id for a in attempts]))
         .values(
             status="queued",
             attempts=Participant.attempts - 1,
@@ -797,7 +830,9 @@ async def withdraw_attempts(
     )
     never_dialed = await session.execute(
         select(DialJob.campaign_id, DialJob.to_number).where(
-            DialJob.id.in_(job_ids), DialJob.campaign_id.is_not(None), DialJob.attempt == 0
+            one_of(session, DialJob.id, job_ids),
+            DialJob.campaign_id.is_not(None),
+            DialJob.attempt == 0,
         )
     )
     await campaign_queue.set_contact_statuses(
@@ -808,7 +843,7 @@ async def withdraw_attempts(
     ended = await session.scalars(
         select(DialJob.id)
         .join(Participant, Participant.id == DialJob.participant_id)
-        .where(DialJob.id.in_(job_ids), Participant.hangup_requested_at.is_not(None))
+        .where(one_of(session, DialJob.id, job_ids), Participant.hangup_requested_at.is_not(None))
     )
     await settle(session, endings=[Ending(job_id, None, "canceled", utcnow()) for job_id in ended])
 
@@ -820,7 +855,7 @@ async def settled_attempts(session: AsyncSession, *, attempt_ids: Sequence[str])
         return set()
     in_flight = await session.scalars(
         select(DialAttempt.id).where(
-            DialAttempt.id.in_(list(attempt_ids)), DialAttempt.status.in_(IN_FLIGHT)
+            one_of(session, DialAttempt.id, attempt_ids), DialAttempt.status.in_(IN_FLIGHT)
         )
     )
     return set(attempt_ids) - set(in_flight)
@@ -834,7 +869,7 @@ async def provider_call_ids(
         return {}
     rows = await session.execute(
         select(DialAttempt.id, DialAttempt.provider_call_id).where(
-            DialAttempt.id.in_(list(attempt_ids))
+            one_of(session, DialAttempt.id, attempt_ids)
         )
     )
     return {row.id: row.provider_call_id for row in rows}
@@ -842,13 +877,23 @@ async def provider_call_ids(
 
 async def hangups_requested(session: AsyncSession, *, dialer_id: str) -> list[str]:
     """Attempts of this dialer whose call someone asked to end (POST /v1/calls/{id}/end)."""
+    # Two steps, so the heartbeat reads only the (few) participants whose end was asked for,
+    # through their partial index, whatever the planner thinks of the attempts table.
+    asked = list(
+        await session.scalars(
+            select(Participant.id).where(
+                Participant.hangup_requested_at.is_not(None),
+                Participant.status.not_in(FINAL_PARTICIPANT),
+            )
+        )
+    )
+    if not asked:
+        return []
     rows = await session.scalars(
-        select(DialAttempt.id)
-        .join(Participant, Participant.id == DialAttempt.participant_id)
-        .where(
+        select(DialAttempt.id).where(
+            one_of(session, DialAttempt.participant_id, asked),
             DialAttempt.dialer_id == dialer_id,
             DialAttempt.status.in_(IN_FLIGHT),
-            Participant.hangup_requested_at.is_not(None),
         )
     )
     return list(rows)

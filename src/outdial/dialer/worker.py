@@ -35,6 +35,7 @@ log = logging.getLogger("outdial.dialer")
 NO_CREDIT_RETRY = timedelta(seconds=30)
 PLACE_FAILURE_BACKOFF = timedelta(seconds=10)
 WINDOW_NEVER_OPENS_RETRY = timedelta(hours=6)
+DEAD_DIALER_MEMORY = timedelta(days=1)
 WRITE_BATCH = 500
 DIAL_LEAD = timedelta(seconds=DIAL_LEAD_SECONDS)
 MAX_DIAL_LATENESS = timedelta(seconds=queue.SLOT_SLACK_SECONDS * 0.9)
@@ -397,10 +398,12 @@ class Dialer:
         while True:
             await asyncio.sleep(interval)
             try:
+                # On its own: claims renew the same row and must not wait behind the reads.
                 async with self.sessionmaker() as session, session.begin():
-                    await queue.renew_leases(
+                    await queue.renew_lease(
                         session, dialer_id=self.id, lease_until=utcnow() + self.lease
                     )
+                async with self.sessionmaker() as session, session.begin():
                     hangups = await queue.hangups_requested(session, dialer_id=self.id)
                     # Ends reported by carrier callbacks are written by the API, not by us.
                     ended_elsewhere = await queue.settled_attempts(
@@ -433,6 +436,7 @@ class Dialer:
             orphans = await queue.orphan_attempts(session, job_ids=job_ids)
             settled_jobs = {o.job_id for o in orphans}
             await queue.release_jobs(session, job_ids=[j for j in job_ids if j not in settled_jobs])
+            await queue.forget_dead_dialers(session, expired_before=now - DEAD_DIALER_MEMORY)
         if orphans:
             log.warning("reconciling %d attempts of a stopped dialer", len(orphans))
             await self._reconcile([o.id for o in orphans])
