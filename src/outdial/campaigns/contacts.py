@@ -4,6 +4,7 @@ A number is stored once per campaign: the unique index decides, so duplicates wi
 upload and against earlier uploads are counted alike, and nothing is held in memory but the
 chunk being inserted."""
 
+import asyncio
 import codecs
 import csv
 import io
@@ -11,8 +12,10 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +26,7 @@ from outdial.errors import ValidationFailed
 from outdial.ids import new_ids
 from outdial.phones import InvalidPhoneNumber, to_e164
 
-CHUNK_ROWS = 5_000
+CHUNK_ROWS = 10_000
 MAX_RECORD_CHARS = 1_000_000
 PHONE_COLUMN = "phone_number"
 TIMEZONE_COLUMN = "timezone"
@@ -42,18 +45,16 @@ class ImportResult:
             self.invalid.append(InvalidRow(row=row, reason=reason))
 
 
-@dataclass(slots=True)
-class NewContact:
-    phone_number: str
-    variables: dict[str, Any]
-    timezone: str | None
+NewContact = tuple[str, str, str | None]
+"""(E.164 number, variables as a JSON object, IANA zone or None): a plain tuple, as a
+million-row import makes a million of them."""
 
 
 def _contact(
     result: ImportResult,
     row: int,
     raw_number: str,
-    variables: dict[str, Any],
+    variables_json: str,
     zone: str | None,
 ) -> NewContact | None:
     """The contact a row describes, or None (and the row listed as invalid)."""
@@ -65,28 +66,49 @@ def _contact(
     if zone and zone not in _zone_names():
         result.reject(row, f"timezone {zone!r} is not an IANA time zone")
         return None
-    return NewContact(number, variables, zone or None)
+    return number, variables_json, zone or None
 
 
 class ContactWriter:
     """Inserts contacts into one campaign, a chunk at a time, counting what the unique
-    index refused."""
+    index refused. A chunk is inserted while the next one is read and parsed (never two
+    statements at once on the session's connection): the database and the parsing overlap."""
 
     def __init__(self, session: AsyncSession, campaign_id: str) -> None:
         self.session = session
         self.campaign_id = campaign_id
         self.result = ImportResult()
         self._chunk: list[NewContact] = []
+        self._inserting: asyncio.Task[None] | None = None
 
     async def add(self, contact: NewContact) -> None:
         self._chunk.append(contact)
         if len(self._chunk) >= CHUNK_ROWS:
-            await self.flush()
+            await self._send()
 
-    async def flush(self) -> None:
+    async def finish(self) -> ImportResult:
+        await self._send()
+        await self._settled()
+        return self.result
+
+    async def abandon(self) -> None:
+        """Let an insert under way end (its error, if any, is the caller's to ignore)."""
+        if self._inserting is not None:
+            await asyncio.gather(self._inserting, return_exceptions=True)
+            self._inserting = None
+
+    async def _send(self) -> None:
         chunk, self._chunk = self._chunk, []
-        if not chunk:
-            return
+        await self._settled()
+        if chunk:
+            self._inserting = asyncio.create_task(self._insert(chunk))
+
+    async def _settled(self) -> None:
+        if self._inserting is not None:
+            task, self._inserting = self._inserting, None
+            await task
+
+    async def _insert(self, chunk: list[NewContact]) -> None:
         inserted = await _insert_ignoring_duplicates(self.session, self.campaign_id, chunk)
         self.result.inserted += inserted
         self.result.duplicates += len(chunk) - inserted
@@ -98,39 +120,65 @@ _COLUMNS = "campaign_id, id, phone_number, variables, timezone, status, created_
 async def _insert_ignoring_duplicates(
     session: AsyncSession, campaign_id: str, contacts: list[NewContact]
 ) -> int:
-    """Insert through the driver's fastest path (one array-parameter statement on
-    PostgreSQL, `executemany` on SQLite); answers how many rows went in."""
+    """Insert through the driver's fastest path; answers how many rows went in.
+
+    On PostgreSQL a binary COPY, inside a savepoint: most uploads hold no duplicate, and COPY
+    costs half of an `INSERT … ON CONFLICT DO NOTHING`, which is what a chunk that does hold
+    one is inserted with instead. `executemany` on SQLite."""
     ids = new_ids("contact", len(contacts))
     now = utcnow()
-    variables = [json.dumps(c.variables, separators=(",", ":")) for c in contacts]
     connection = await session.connection()
     driver = (await connection.get_raw_connection()).driver_connection
     if session.get_bind().dialect.name == "postgresql":
-        status = await driver.execute(
-            f"INSERT INTO campaign_contacts ({_COLUMNS}) "
-            "SELECT $1, id, phone, vars::jsonb, tz, 'pending', $2 "
-            "FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS t(id, phone, vars, tz) "
-            "ON CONFLICT DO NOTHING",
-            campaign_id,
-            now,
-            ids,
-            [c.phone_number for c in contacts],
-            variables,
-            [c.timezone for c in contacts],
-        )
-        return int(status.rsplit(" ", 1)[1])
+        return await _insert_postgres(driver, campaign_id, ids, now, contacts)
     before = await session.scalar(text("SELECT total_changes()"))
     stamp = _sqlite_time(now)
     await driver.executemany(
         f"INSERT INTO campaign_contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?) "
         "ON CONFLICT DO NOTHING",
-        [
-            (campaign_id, i, c.phone_number, v, c.timezone, stamp)
-            for i, c, v in zip(ids, contacts, variables, strict=True)
-        ],
+        [(campaign_id, i, *c, stamp) for i, c in zip(ids, contacts, strict=True)],
     )
     after = await session.scalar(text("SELECT total_changes()"))
     return int(after) - int(before)
+
+
+async def _insert_postgres(
+    driver: Any, campaign_id: str, ids: list[str], now: datetime, contacts: list[NewContact]
+) -> int:
+    await driver.execute("SAVEPOINT contacts_chunk")
+    try:
+        await driver.copy_records_to_table(
+            "campaign_contacts",
+            columns=[
+                "campaign_id",
+                "id",
+                "phone_number",
+                "variables",
+                "timezone",
+                "status",
+                "created_at",
+            ],
+            records=[
+                (campaign_id, i, *c, "pending", now) for i, c in zip(ids, contacts, strict=True)
+            ],
+        )
+    except asyncpg.UniqueViolationError:
+        await driver.execute("ROLLBACK TO SAVEPOINT contacts_chunk")
+    else:
+        await driver.execute("RELEASE SAVEPOINT contacts_chunk")
+        return len(contacts)
+    await driver.execute("RELEASE SAVEPOINT contacts_chunk")
+    status = await driver.execute(
+        f"INSERT INTO campaign_contacts ({_COLUMNS}) "
+        "SELECT $1, id, phone, vars::jsonb, tz, 'pending', $2 "
+        "FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS t(id, phone, vars, tz) "
+        "ON CONFLICT DO NOTHING",
+        campaign_id,
+        now,
+        ids,
+        *(list(column) for column in zip(*contacts, strict=True)),
+    )
+    return int(status.rsplit(" ", 1)[1])
 
 
 def _sqlite_time(at: datetime) -> str:
@@ -142,12 +190,15 @@ async def insert_json(
 ) -> ImportResult:
     """Contacts from the JSON body; an invalid one is listed by its index."""
     writer = ContactWriter(session, campaign_id)
-    for index, c in enumerate(contacts):
-        contact = _contact(writer.result, index, c.phone_number, c.variables, c.timezone)
-        if contact is not None:
-            await writer.add(contact)
-    await writer.flush()
-    return writer.result
+    try:
+        for index, c in enumerate(contacts):
+            variables = json.dumps(c.variables, separators=(",", ":"))
+            contact = _contact(writer.result, index, c.phone_number, variables, c.timezone)
+            if contact is not None:
+                await writer.add(contact)
+        return await writer.finish()
+    finally:
+        await writer.abandon()
 
 
 async def insert_csv(
@@ -161,26 +212,40 @@ async def insert_csv(
     header = await _header(records)
     phone_at = header.index(PHONE_COLUMN)
     zone_at = header.index(TIMEZONE_COLUMN) if TIMEZONE_COLUMN in header else None
-    names = [(i, name) for i, name in enumerate(header) if i not in (phone_at, zone_at)]
+    variables = _VariablesEncoder(header, skip={phone_at, zone_at})
     line = 1
-    async for record in records:
-        line += 1
-        if not record:
-            continue  # a blank line
-        if len(record) != len(header):
-            writer.result.reject(line, f"expected {len(header)} columns, found {len(record)}")
-            continue
-        contact = _contact(
-            writer.result,
-            line,
-            record[phone_at],
-            {name: record[i] for i, name in names},
-            record[zone_at] if zone_at is not None else None,
-        )
-        if contact is not None:
-            await writer.add(contact)
-    await writer.flush()
-    return writer.result
+    try:
+        async for record in records:
+            line += 1
+            if not record:
+                continue  # a blank line
+            if len(record) != len(header):
+                writer.result.reject(line, f"expected {len(header)} columns, found {len(record)}")
+                continue
+            contact = _contact(
+                writer.result,
+                line,
+                record[phone_at],
+                variables.encode(record),
+                record[zone_at] if zone_at is not None else None,
+            )
+            if contact is not None:
+                await writer.add(contact)
+        return await writer.finish()
+    finally:
+        await writer.abandon()
+
+
+class _VariablesEncoder:
+    """A row's variables (its other columns, as strings) as a JSON object, with the keys
+    encoded once per upload: a third of the cost of `json.dumps` on a dict per row."""
+
+    def __init__(self, header: list[str], *, skip: set[int | None]) -> None:
+        self._columns = [(i, encode_basestring(name) + ":") for i, name in enumerate(header)]
+        self._columns = [(i, key) for i, key in self._columns if i not in skip]
+
+    def encode(self, record: list[str]) -> str:
+        return "{" + ",".join(key + encode_basestring(record[i]) for i, key in self._columns) + "}"
 
 
 async def _header(records: AsyncIterator[list[str]]) -> list[str]:
