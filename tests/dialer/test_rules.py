@@ -595,3 +595,71 @@ async def test_an_ended_calls_attempt_withdrawn_by_reconciliation_is_canceled_no
     assert await rows(app, select(DialAttempt.id)) == []
     assert await held(client, tenant) == 0
     assert await stats(client, tenant) == {"waiting": 0, "active": 0, "completed": 0, "failed": 0}
+
+
+async def test_an_attempt_placed_answered_and_ended_in_one_write_is_recorded_whole(
+    client, tenant, agent, app
+) -> None:
+    """The writer folds an attempt's placement and answer into its end when all three reach
+    it together (a short call): nothing heard of it may be lost in the fold, and a machine's
+    answer still makes the end a voicemail."""
+    numbers = ["+15559991001", "+15559991002", "+15559991003"]
+    queued = await post_batch(client, tenant, agent, numbers)
+    now = utcnow()
+    async with app.state.sessionmaker() as session, session.begin():
+        claimed = await queue.claim_jobs(
+            session,
+            tenant=TenantLimits(tenant.id, 50, 10),
+            dialer_id="writer-test",
+            now=now,
+            lease_until=now + timedelta(seconds=30),
+            limit=50,
+        )
+        job_of = {job.to_number: job for job in claimed}
+        ids = queue.new_attempt_ids(3)
+        attempts = [NewAttempt(i, job_of[n], 1, now) for i, n in zip(ids, numbers, strict=True)]
+        await queue.start_attempts(
+            session, attempts=attempts, dialer_id="writer-test", provider="simulated"
+        )
+    human, machine, busy = ids
+    placed_at, answered_at, ended_at = (now + timedelta(seconds=s) for s in (1, 3, 40))
+    async with app.state.sessionmaker() as session, session.begin():
+        await queue.record_call_events(
+            session,
+            placed=[(a, "carrier-" + a, placed_at) for a in ids],
+            events=[
+                CallEvent(human, "answered", answered_at),
+                CallEvent(machine, "answered", answered_at, machine=True, provider_call_id="leg-2"),
+                CallEvent(human, "ended", ended_at, "answered", 37),
+                CallEvent(machine, "ended", ended_at, "answered", 37),
+                CallEvent(busy, "ended", placed_at, "busy"),
+            ],
+        )
+    found = await rows(app, select(DialAttempt).where(DialAttempt.id.in_(ids)))
+    got = {a.id: a for (a,) in found}
+    assert (got[human].status, got[human].end_reason, got[human].talk_seconds) == (
+        "ended",
+        "answered",
+        37,
+    )
+    assert (got[human].placed_at, got[human].answered_at) == (placed_at, answered_at)
+    assert (got[human].answered_by, got[human].provider_call_id) == ("human", "carrier-" + human)
+    # The carrier's id of the connected call wins over the one `place` answered.
+    assert (got[machine].answered_by, got[machine].provider_call_id) == ("machine", "leg-2")
+    assert got[machine].end_reason == "voicemail"
+    assert (got[busy].answered_at, got[busy].answered_by) == (None, None)
+    assert got[busy].placed_at == placed_at
+    call = await get_call(client, tenant, queued["id"])
+    by_number = {p["identity"]: p for p in call["participants"]}
+    assert by_number[numbers[0]]["status"] == "completed"
+    assert by_number[numbers[0]]["answered_at"] is not None
+    assert by_number[numbers[0]]["duration_seconds"] == 37
+    assert (by_number[numbers[1]]["status"], by_number[numbers[1]]["end_reason"]) == (
+        "completed",
+        "voicemail",
+    )
+    assert (by_number[numbers[2]]["status"], by_number[numbers[2]]["end_reason"]) == (
+        "failed",
+        "busy",
+    )
+    assert by_number[numbers[2]]["answered_at"] is None

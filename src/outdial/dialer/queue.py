@@ -86,6 +86,22 @@ class Ending:
     end_reason: str
     at: datetime
     talk_seconds: int = 0
+    progress: "Progress | None" = None
+    """What else was heard of the attempt in the same write batch (placed, answered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """An attempt's placement and answer, written together with its end when all three
+    reach the writer in one batch: one UPDATE of the attempt instead of three."""
+
+    placed_at: datetime | None = None
+    provider_call_id: str | None = None
+    """From `place`: kept only if no callback stored the carrier's id for the call."""
+    answered_at: datetime | None = None
+    answered_by: str | None = None
+    connected_call_id: str | None = None
+    """From the answer: the carrier's id of the connected call, which wins."""
 
 
 def _is_postgres(session: AsyncSession) -> bool:
@@ -477,16 +493,30 @@ async def mark_answered(session: AsyncSession, *, events: Sequence[CallEvent]) -
     )
 
 
-async def record_call_events(session: AsyncSession, *, events: Sequence[CallEvent]) -> None:
-    """Apply what a provider reported (answers and endings), from whichever process heard
-    it: the dialer's own provider tasks or the API's carrier callbacks. Events of attempts
-    already settled change nothing, so a repeated callback is harmless."""
-    await mark_answered(session, events=[e for e in events if e.kind == "answered"])
+async def record_call_events(
+    session: AsyncSession,
+    *,
+    events: Sequence[CallEvent],
+    placed: Sequence[tuple[str, str, datetime]] = (),
+) -> None:
+    """Apply what a provider reported (placements, answers and endings), from whichever
+    process heard it: the dialer's own provider tasks or the API's carrier callbacks. Events
+    of attempts already settled change nothing, so a repeated callback is harmless. An
+    attempt that ends in this very batch is written once, its placement and answer with it."""
+    ending_ids = {e.attempt_id for e in events if e.kind == "ended"}
+    answers = [e for e in events if e.kind == "answered"]
+    await mark_placed(session, placed=[p for p in placed if p[0] not in ending_ids])
+    await mark_answered(session, events=[e for e in answers if e.attempt_id not in ending_ids])
+    progress = _progress_of(
+        [p for p in placed if p[0] in ending_ids],
+        [e for e in answers if e.attempt_id in ending_ids],
+    )
     ended = [e for e in events if e.kind == "ended"]
     in_flight = {
         a.id: a for a in await attempts_by_id(session, attempt_ids=[e.attempt_id for e in ended])
     }
     by_machine = await _answered_by_machine(session, attempt_ids=list(in_flight))
+    by_machine.update(a for a, p in progress.items() if p.answered_by == "machine")
     await settle(
         session,
         endings=[
@@ -496,11 +526,31 @@ async def record_call_events(session: AsyncSession, *, events: Sequence[CallEven
                 _end_reason(e, answered_by_machine=e.attempt_id in by_machine),
                 e.at,
                 e.talk_seconds,
+                progress.get(e.attempt_id),
             )
             for e in ended
             if e.attempt_id in in_flight
         ],
     )
+
+
+def _progress_of(
+    placed: Sequence[tuple[str, str, datetime]], answers: Sequence[CallEvent]
+) -> dict[str, Progress]:
+    placements = {attempt_id: (call_id, at) for attempt_id, call_id, at in placed}
+    answered = {e.attempt_id: e for e in answers}
+    progress: dict[str, Progress] = {}
+    for attempt_id in placements.keys() | answered.keys():
+        call_id, placed_at = placements.get(attempt_id, (None, None))
+        answer = answered.get(attempt_id)
+        progress[attempt_id] = Progress(
+            placed_at=placed_at,
+            provider_call_id=call_id,
+            answered_at=answer.at if answer else None,
+            answered_by=("machine" if answer.machine else "human") if answer else None,
+            connected_call_id=answer.provider_call_id if answer else None,
+        )
+    return progress
 
 
 def _end_reason(event: CallEvent, *, answered_by_machine: bool) -> str:
@@ -535,6 +585,14 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
                 ended_at=bindparam("b_at"),
                 end_reason=bindparam("b_reason"),
                 talk_seconds=bindparam("b_talk"),
+                placed_at=func.coalesce(DialAttempt.placed_at, bindparam("b_placed_at")),
+                provider_call_id=func.coalesce(
+                    bindparam("b_connected_call_id"),
+                    DialAttempt.provider_call_id,
+                    bindparam("b_provider_call_id"),
+                ),
+                answered_at=func.coalesce(DialAttempt.answered_at, bindparam("b_answered_at")),
+                answered_by=func.coalesce(DialAttempt.answered_by, bindparam("b_answered_by")),
             ),
             [
                 {
@@ -543,6 +601,7 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
                     "b_at": e.at,
                     "b_reason": e.end_reason,
                     "b_talk": e.talk_seconds,
+                    **_progress_params(e.progress),
                 }
                 for e in endings
                 if e.attempt_id
@@ -601,6 +660,7 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
                 "b_status": status,
                 "b_reason": ending.end_reason,
                 "b_at": ending.at,
+                "b_answered_at": ending.progress.answered_at if ending.progress else None,
                 "b_duration": ending.talk_seconds if reached else None,
                 "b_cost": cost,
             }
@@ -623,6 +683,17 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
     await billing.release_holds(session, releases=releases)
     if finals:
         await complete_finished_calls(session, call_ids={jobs[f["b_job"]].call_id for f in finals})
+
+
+def _progress_params(progress: Progress | None) -> dict[str, Any]:
+    p = progress or Progress()
+    return {
+        "b_placed_at": p.placed_at,
+        "b_provider_call_id": p.provider_call_id,
+        "b_answered_at": p.answered_at,
+        "b_answered_by": p.answered_by,
+        "b_connected_call_id": p.connected_call_id,
+    }
 
 
 def _contact_status(attempts: int, final: dict[str, Any]) -> str:
@@ -675,6 +746,7 @@ async def _finish(session: AsyncSession, finals: list[dict[str, Any]]) -> None:
             status=bindparam("b_status"),
             end_reason=bindparam("b_reason"),
             ended_at=bindparam("b_at"),
+            answered_at=func.coalesce(Participant.answered_at, bindparam("b_answered_at")),
             duration_seconds=bindparam("b_duration"),
             cost_micros=bindparam("b_cost"),
         ),

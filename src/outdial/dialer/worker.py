@@ -385,8 +385,7 @@ class Dialer:
         withdrawn = [w.attempt_id for w in batch if isinstance(w, Withdrawn)]
         events = [e for e in batch if isinstance(e, CallEvent)]
         async with self.sessionmaker() as session, session.begin():
-            await queue.mark_placed(session, placed=placed)
-            await queue.record_call_events(session, events=events)
+            await queue.record_call_events(session, events=events, placed=placed)
             late = await queue.attempts_by_id(session, attempt_ids=withdrawn)
             await queue.withdraw_attempts(session, attempts=late)
         self._live_ended(e.attempt_id for e in events if e.kind == "ended")
