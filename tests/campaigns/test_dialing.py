@@ -231,6 +231,17 @@ async def test_a_contacts_own_timezone_decides_its_window(
     assert [(j.status, j.attempt) for j in late] == [("waiting", 0)]
     assert (await campaign(client, tenant, campaign_id))["status"] == "running"
 
+    # Ending that contact's call (POST /v1/calls/{id}/end) cancels it: the contact has
+    # failed, and with nothing left to dial the campaign completes.
+    ended = await client.post(f"/v1/calls/{late[0].call_id}/end", headers=tenant.headers)
+    assert ended.status_code == 200, ended.text
+    contact = {c["phone_number"]: c for c in await contacts_of(client, tenant, campaign_id)}
+    assert (contact["+15556660002"]["status"], contact["+15556660002"]["end_reason"]) == (
+        "failed",
+        "canceled",
+    )
+    assert (await campaign(client, tenant, campaign_id))["status"] == "completed"
+
 
 async def test_pause_stops_new_dials_and_resume_finishes(
     client, make_tenant, running_dialer, cdr_path

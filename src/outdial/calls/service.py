@@ -14,6 +14,7 @@ from outdial.calls.schemas import BatchCreate, CallCreate, CallOptions
 from outdial.calls.webrtc import join_token
 from outdial.config import Settings
 from outdial.db import bulk_insert, utcnow
+from outdial.dialer import campaign_queue
 from outdial.dnc import service as dnc
 from outdial.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from outdial.ids import new_id, new_ids
@@ -430,6 +431,10 @@ async def end_call(session: AsyncSession, *, tenant_id: str, call_id: str) -> Ca
             .returning(Participant.hold_micros)
         )
     ).all()
+    if canceled and call.campaign_id is not None:
+        await campaign_queue.call_ended_by_user(
+            session, call_id=call.id, campaign_id=call.campaign_id
+        )
     held = sum(row.hold_micros for row in canceled)
     if held:
         await billing.release_holds(

@@ -378,3 +378,18 @@ async def cancel_campaign_jobs(session: AsyncSession, *, tenant_id: str, campaig
     await set_contact_statuses(
         session, changes=[(campaign_id, r.identity, "failed", "canceled") for r in rows]
     )
+
+
+async def call_ended_by_user(session: AsyncSession, *, call_id: str, campaign_id: str) -> None:
+    """POST /v1/calls/{id}/end canceled a campaign call's queued contact: the contact has
+    failed (`canceled`), and the campaign may have nothing left to dial. Called before the
+    holds are released: campaign rows are locked before the tenant's, as claims do."""
+    canceled = await session.scalars(
+        select(Participant.identity).where(
+            Participant.call_id == call_id, Participant.status == "canceled"
+        )
+    )
+    await set_contact_statuses(
+        session, changes=[(campaign_id, number, "failed", "canceled") for number in canceled]
+    )
+    await complete_finished_campaigns(session, campaign_ids={campaign_id})
