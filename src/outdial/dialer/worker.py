@@ -7,10 +7,13 @@ provider hears of it; an attempt whose fate is unknown is asked of the provider 
 dialed again unless the provider says it never received it."""
 
 import asyncio
+import heapq
+import itertools
 import json
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,7 +41,10 @@ WINDOW_NEVER_OPENS_RETRY = timedelta(hours=6)
 DEAD_DIALER_MEMORY = timedelta(days=1)
 WRITE_BATCH = 500
 DIAL_LEAD = timedelta(seconds=DIAL_LEAD_SECONDS)
-MAX_DIAL_LATENESS = timedelta(seconds=queue.SLOT_SLACK_SECONDS * 0.9)
+MAX_DIAL_LATENESS = queue.SLOT_SLACK_SECONDS * 0.9
+PLACER_TICK = 0.01
+"""The placer wakes at least this often while dials wait for their slots, so a dial that
+joins ahead of the earliest one waits at most this long past its slot."""
 CLAIM_COST_PER_JOB = timedelta(microseconds=200)
 
 
@@ -86,7 +92,14 @@ class Dialer:
         self.provider = provider or create_provider(settings, self._on_event)
         self.lease = timedelta(seconds=settings.dialer_lease_seconds)
         self._events: asyncio.Queue[CallEvent | Placed | Withdrawn] = asyncio.Queue()
-        self._waiting_to_place: dict[str, asyncio.Task[None]] = {}
+        # Dials waiting for their slot: a heap by slot time, and the attempts still in it
+        # (handing one back just forgets it here; the placer then skips it).
+        self._slots: list[tuple[float, int, DialRequest]] = []
+        self._slot_order = itertools.count()
+        self._waiting_to_place: set[str] = set()
+        self._slot_added = asyncio.Event()
+        self._handing_over: set[asyncio.Task[None]] = set()
+        self._placer: asyncio.Task[None] | None = None
         self._live: set[str] = set()
         self._no_live_calls = asyncio.Event()
         self._no_live_calls.set()
@@ -114,6 +127,8 @@ class Dialer:
         await self._hand_back_unplaced()
         await self._finish_live_calls()
         await self._events.join()
+        if self._placer is not None:
+            background.append(self._placer)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -121,13 +136,10 @@ class Dialer:
         log.info("dialer %s stopped", self.id)
 
     async def _hand_back_unplaced(self, attempt_ids: Iterable[str] | None = None) -> None:
-        """Cancel dials not yet handed to the provider (all, or these) and withdraw them."""
+        """Take back dials not yet handed to the provider (all, or these) and withdraw them."""
         wanted = list(self._waiting_to_place) if attempt_ids is None else attempt_ids
         ids = [a for a in wanted if a in self._waiting_to_place]
-        tasks = [self._waiting_to_place.pop(a) for a in ids]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._waiting_to_place.difference_update(ids)
         if ids:
             async with self.sessionmaker() as session, session.begin():
                 orphans = await queue.attempts_by_id(session, attempt_ids=ids)
@@ -331,27 +343,42 @@ class Dialer:
             ring_timeout_seconds=policy.ring_timeout_seconds,
             voicemail_behavior=policy.voicemail_behavior,
         )
-        task = asyncio.create_task(self._place(request, attempt.dial_at))
-        self._waiting_to_place[attempt.id] = task
+        heapq.heappush(self._slots, (_epoch(attempt.dial_at), next(self._slot_order), request))
+        self._waiting_to_place.add(attempt.id)
+        self._slot_added.set()
+        if self._placer is None:
+            self._placer = asyncio.create_task(self._place_loop(), name="place")
 
-    async def _place(self, request: DialRequest, dial_at: datetime) -> None:
-        delay = (dial_at - utcnow()).total_seconds()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if (late := utcnow() - dial_at) > MAX_DIAL_LATENESS:
-            # Placed now it would crowd the caller ID's next slot, which another dialer may
-            # hold: pacing holds across dialers only if every dial keeps to its slot.
-            log.info(
-                "%s missed its dial slot by %.3f s; handed back",
-                request.attempt_id,
-                late.total_seconds(),
-            )
-            self._waiting_to_place.pop(request.attempt_id, None)
-            await self._events.put(Withdrawn(request.attempt_id))
-            return
-        # Past this point the attempt is the provider's: shutdown no longer hands it back.
-        self._waiting_to_place.pop(request.attempt_id, None)
-        self._live_started(request.attempt_id)
+    async def _place_loop(self) -> None:
+        """Hand each waiting dial to the provider when its slot comes: one loop and one heap
+        for all of them, rather than a sleeping task each."""
+        while True:
+            self._place_due(time.time())
+            if not self._slots:
+                self._slot_added.clear()
+                await self._slot_added.wait()
+                continue
+            await asyncio.sleep(min(max(self._slots[0][0] - time.time(), 0), PLACER_TICK))
+
+    def _place_due(self, now: float) -> None:
+        while self._slots and self._slots[0][0] <= now:
+            slot, _, request = heapq.heappop(self._slots)
+            if request.attempt_id not in self._waiting_to_place:
+                continue  # handed back meanwhile
+            self._waiting_to_place.discard(request.attempt_id)
+            if (late := now - slot) > MAX_DIAL_LATENESS:
+                # Placed now it would crowd the caller ID's next slot, which another dialer
+                # may hold: pacing holds across dialers only if every dial keeps to its slot.
+                log.info("%s missed its dial slot by %.3f s; handed back", request.attempt_id, late)
+                self._events.put_nowait(Withdrawn(request.attempt_id))
+                continue
+            # From here the attempt is the provider's: shutdown no longer hands it back.
+            self._live_started(request.attempt_id)
+            task = asyncio.create_task(self._hand_to_provider(request))
+            self._handing_over.add(task)
+            task.add_done_callback(self._handing_over.discard)
+
+    async def _hand_to_provider(self, request: DialRequest) -> None:
         try:
             provider_call_id = await self.provider.place(request)
         except Exception:
