@@ -1,5 +1,5 @@
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -33,11 +33,30 @@ from outdial.pagination import Page, PageParams, page_of, page_params
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=error_responses(403))
 """Mounted twice: under /v1, and at the seed's unprefixed /campaigns paths (hidden)."""
 
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` references replaced by the definitions, so it
+    can sit inside the OpenAPI document as it is."""
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return inline(schema)
+
+
 _CONTACTS_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": ContactsUpload.model_json_schema()},
+            "application/json": {"schema": _inlined(ContactsUpload.model_json_schema())},
             "text/csv": {
                 "schema": {
                     "type": "string",
