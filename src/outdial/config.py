@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _carrier_credentials_given(self) -> "Settings":
         needed = {
+            "sip": ("sip_trunk",),
             "plivo": ("public_url", "plivo_auth_id", "plivo_auth_token"),
             "twilio": ("public_url", "twilio_account_sid", "twilio_auth_token"),
         }.get(self.telephony_provider, ())
