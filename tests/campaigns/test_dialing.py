@@ -5,7 +5,7 @@ a contact's own zone, pause and resume, and two tenants side by side."""
 import asyncio
 import math
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -301,3 +301,89 @@ async def test_two_tenants_campaigns_progress_side_by_side(
             assert 0 < progress < 1  # both under way, neither finished first
         for tenant, campaign_id in campaigns:
             await run_to_completion(client, tenant, campaign_id)
+
+
+def closed_window() -> dict[str, Any]:
+    """A window that opens in an hour (in UTC, where the +1555 numbers are judged)."""
+    now = datetime.now(UTC)
+    return {
+        "start": (now + timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now + timedelta(hours=3)).strftime("%H:%M"),
+    }
+
+
+async def test_settings_changed_while_paused_apply_on_resume(
+    client, make_tenant, running_dialer, cdr_path, app
+) -> None:
+    tenant = await make_tenant(calls_per_second=100)
+    await register_number(client, tenant, "+15559990000")
+    agent = await create_agent(client, tenant)
+    campaign_id = await create_campaign(client, tenant, agent["id"], settings=fast_settings())
+    await add_contacts(client, tenant, campaign_id, ["+15556660001", "+15556660002"])
+    await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
+    await post(client, tenant, f"/v1/campaigns/{campaign_id}/pause")
+    changed = await client.put(
+        f"/v1/campaigns/{campaign_id}",
+        json={"settings": {"calling_window": closed_window()}},
+        headers=tenant.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    async with running_dialer():
+        await asyncio.sleep(0.5)
+        assert read_cdr(cdr_path) == []  # paused: nothing claimed
+        await post(client, tenant, f"/v1/campaigns/{campaign_id}/resume")
+
+        async def queued_for_the_window() -> bool:
+            async with app.state.sessionmaker() as session:
+                jobs = (
+                    await session.scalars(select(DialJob).where(DialJob.tenant_id == tenant.id))
+                ).all()
+            return len(jobs) == 2 and all(j.run_at > datetime.now(UTC) for j in jobs)
+
+        await wait_until(queued_for_the_window)
+        await asyncio.sleep(0.3)
+    # Resumed under the new window: its contacts wait for it to open, none is dialed.
+    assert read_cdr(cdr_path) == []
+    detail = await campaign(client, tenant, campaign_id)
+    assert detail["status"] == "running"
+    assert detail["contacts"]["pending"] == 2
+
+
+async def test_deleting_a_paused_campaign_cancels_its_queued_calls(
+    client, make_tenant, running_dialer, cdr_path, app
+) -> None:
+    tenant = await make_tenant(calls_per_second=100)
+    await register_number(client, tenant, "+15559990000")
+    agent = await create_agent(client, tenant)
+    settings = fast_settings(calling_window=closed_window())
+    campaign_id = await create_campaign(client, tenant, agent["id"], settings=settings)
+    await add_contacts(client, tenant, campaign_id, ["+15556660001", "+15556660002"])
+    await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
+
+    async def calls_made() -> list[dict[str, Any]]:
+        listed = await client.get(
+            "/v1/calls", params={"campaign_id": campaign_id}, headers=tenant.headers
+        )
+        return listed.json()["data"]
+
+    async with running_dialer():
+        await wait_until(lambda: _has(calls_made, 2))
+    assert (await post(client, tenant, f"/v1/campaigns/{campaign_id}/pause")).status_code == 200
+    deleted = await client.delete(f"/v1/campaigns/{campaign_id}", headers=tenant.headers)
+    assert deleted.status_code == 204
+    calls = await calls_made()
+    assert {c["status"] for c in calls} == {"canceled"}
+    for summary in calls:
+        call = (await client.get(f"/v1/calls/{summary['id']}", headers=tenant.headers)).json()
+        assert [(p["status"], p["end_reason"]) for p in call["participants"]] == [
+            ("canceled", "canceled")
+        ]
+    stats = (await client.get("/v1/calls/queue/stats", headers=tenant.headers)).json()
+    assert stats["waiting"] == stats["active"] == 0
+    balance = (await client.get("/v1/billing/balance", headers=tenant.headers)).json()
+    assert balance["held"] == 0
+    assert read_cdr(cdr_path) == []
+
+
+async def _has(calls_made, count: int) -> bool:
+    return len(await calls_made()) >= count
