@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from outdial.calls.models import DialJob
+from outdial.dialer import campaign_queue
 from outdial.dialer.models import DialAttempt
 from tests.campaigns.conftest import (
     add_contacts,
@@ -387,3 +388,34 @@ async def test_deleting_a_paused_campaign_cancels_its_queued_calls(
 
 async def _has(calls_made, count: int) -> bool:
     return len(await calls_made()) >= count
+
+
+async def test_contacts_waiting_for_their_window_are_queued_only_so_far(
+    client, make_tenant, running_dialer, cdr_path, monkeypatch
+) -> None:
+    monkeypatch.setattr(campaign_queue, "MAX_QUEUED_UNTIL_LATER", 3)
+    tenant = await make_tenant(calls_per_second=100)
+    await register_number(client, tenant, "+15559990000")
+    agent = await create_agent(client, tenant)
+    settings = fast_settings(calling_window=closed_window())
+    campaign_id = await create_campaign(client, tenant, agent["id"], settings=settings)
+    await add_contacts(client, tenant, campaign_id, [f"+155566600{i:02d}" for i in range(10)])
+    await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
+
+    async def calls_made() -> int:
+        listed = await client.get(
+            "/v1/calls", params={"campaign_id": campaign_id}, headers=tenant.headers
+        )
+        return len(listed.json()["data"])
+
+    async with running_dialer():
+        await wait_until(lambda: _at_least(calls_made, 3))
+        await asyncio.sleep(0.5)
+        # Three wait for the window; the other seven stay contacts, not calls, meanwhile.
+        assert await calls_made() == 3
+    assert read_cdr(cdr_path) == []
+    assert (await campaign(client, tenant, campaign_id))["contacts"]["pending"] == 10
+
+
+async def _at_least(count_of, count: int) -> bool:
+    return await count_of() >= count

@@ -25,6 +25,10 @@ from outdial.ids import new_ids
 from outdial.tenants.models import Tenant
 
 UNFINISHED_JOB = ("waiting", "active")
+MAX_QUEUED_UNTIL_LATER = 10_000
+"""A campaign stops queueing contacts while this many of its queued ones wait for their
+calling window to open: at night a whole list would otherwise become calls (and the dialer
+would spin doing it). Contacts further down the list wait for those to be dialed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,26 @@ async def active_jobs(session: AsyncSession, *, tenant_id: str, campaign_id: str
             )
         )
     ) or 0
+
+
+async def room_to_queue(
+    session: AsyncSession, *, tenant_id: str, campaign_id: str, now: datetime
+) -> int:
+    """How many more contacts the campaign may queue now (see MAX_QUEUED_UNTIL_LATER)."""
+    later = (
+        select(DialJob.id)
+        .where(
+            DialJob.tenant_id == tenant_id,
+            DialJob.campaign_id == campaign_id,
+            DialJob.status == "waiting",
+            DialJob.run_at > now,
+            DialJob.attempt == 0,  # retries waiting for their delay do not count
+        )
+        .limit(MAX_QUEUED_UNTIL_LATER)
+        .subquery()
+    )
+    waiting = await session.scalar(select(func.count()).select_from(later))
+    return MAX_QUEUED_UNTIL_LATER - (waiting or 0)
 
 
 async def queue_contacts(

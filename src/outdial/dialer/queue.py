@@ -175,9 +175,16 @@ async def claim_jobs(
             session, tenant_id=tenant.id, campaign_id=campaign.id, now=now, limit=wanted
         )
         if len(due) < wanted and campaign.contacts_left:
-            due += await campaign_queue.queue_contacts(
-                session, tenant_id=tenant.id, campaign=campaign, count=wanted - len(due), now=now
+            fresh = min(
+                wanted - len(due),
+                await campaign_queue.room_to_queue(
+                    session, tenant_id=tenant.id, campaign_id=campaign.id, now=now
+                ),
             )
+            if fresh > 0:
+                due += await campaign_queue.queue_contacts(
+                    session, tenant_id=tenant.id, campaign=campaign, count=fresh, now=now
+                )
         ids += due
     if not ids:
         return []
