@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -104,4 +104,55 @@ async def idempotent(
     return JSONResponse(body, status_code)
 
 
-__all__ = ["IdempotencyRecord", "idempotent"]
+async def idempotent_stream(
+    request: Request,
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    status_code: int,
+    create: Callable[[AsyncIterator[bytes]], Awaitable[BaseModel]],
+) -> JSONResponse:
+    """`idempotent` for a body too large to hold (a streamed CSV): `create` reads the body as
+    it arrives, and the fingerprint is hashed from the same chunks (raw bytes, as
+    `_fingerprint` takes a body that is not JSON)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return JSONResponse((await create(request.stream())).model_dump(mode="json"), status_code)
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValidationFailed(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
+
+    async def hashed() -> AsyncIterator[bytes]:
+        async for chunk in request.stream():
+            digest.update(chunk)
+            yield chunk
+
+    body_chunks = hashed()  # the body can be read once: by `create`, then whatever is left
+
+    async def fingerprint() -> str:
+        async for _ in body_chunks:
+            pass
+        return digest.hexdigest()
+
+    ttl = timedelta(seconds=request.app.state.settings.idempotency_ttl_seconds)
+    existing = await _committed_record(session, tenant_id, key, ttl)
+    if existing is not None:
+        return _replay(existing, await fingerprint())
+    # Claimed before the body is read; its fingerprint is set once it has been.
+    record = IdempotencyRecord(tenant_id=tenant_id, key=key, fingerprint="")
+    session.add(record)
+    try:
+        await session.flush()
+    except IntegrityError:
+        await session.rollback()
+        raced = await session.get(IdempotencyRecord, (tenant_id, key), populate_existing=True)
+        assert raced is not None
+        return _replay(raced, await fingerprint())
+    body = (await create(body_chunks)).model_dump(mode="json")
+    record.fingerprint = await fingerprint()  # whatever `create` left unread, if anything
+    record.status_code = status_code
+    record.response = body
+    return JSONResponse(body, status_code)
+
+
+__all__ = ["IdempotencyRecord", "idempotent", "idempotent_stream"]

@@ -118,3 +118,20 @@ async def test_a_bad_header_or_body_refuses_the_upload(client, tenant, agent) ->
         assert response.status_code == 400, response.text
         assert error_code(response) == code
     assert await all_contacts(client, tenant, campaign_id) == []
+
+
+async def test_an_idempotency_key_replays_a_csv_upload(client, tenant, agent) -> None:
+    campaign_id = await create_campaign(client, tenant, agent["id"])
+    data = b"phone_number,name\n+15557770001,A\n+15557770002,B\n"
+    headers = {**tenant.headers, **CSV, "Idempotency-Key": "upload-1"}
+    path = f"/v1/campaigns/{campaign_id}/contacts"
+    first = await client.post(path, content=chunks(data, 5), headers=headers)
+    again = await client.post(path, content=chunks(data, 11), headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert first.json()["inserted_count"] == 2
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    other = await client.post(path, content=data + b"+15557770003,C\n", headers=headers)
+    assert other.status_code == 422
+    assert error_code(other) == "idempotency_key_reused"
+    assert len(await all_contacts(client, tenant, campaign_id)) == 2

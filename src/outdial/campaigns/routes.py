@@ -1,4 +1,5 @@
 import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,7 +27,7 @@ from outdial.campaigns.schemas import (
     ContactsUpload,
 )
 from outdial.errors import ValidationFailed, error_responses
-from outdial.idempotency import idempotent
+from outdial.idempotency import idempotent, idempotent_stream
 from outdial.keys.auth import SecretKey, Session
 from outdial.pagination import Page, PageParams, page_of, page_params
 
@@ -179,12 +180,16 @@ async def add_contacts(
     """Add contacts to a draft or paused campaign: JSON (up to 10,000) or CSV (any size)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "text/csv":
-        # Streamed, never held whole; a retried upload adds nothing twice (a number is
-        # stored once per campaign), so it needs no Idempotency-Key replay.
-        result = await service.import_csv(
-            session, tenant_id=principal.tenant_id, campaign_id=campaign_id, body=request.stream()
+
+        async def stream_in(body: AsyncIterator[bytes]) -> ContactsInserted:
+            result = await service.import_csv(
+                session, tenant_id=principal.tenant_id, campaign_id=campaign_id, body=body
+            )
+            return inserted_out(result)
+
+        return await idempotent_stream(
+            request, session, tenant_id=principal.tenant_id, status_code=201, create=stream_in
         )
-        return JSONResponse(inserted_out(result).model_dump(mode="json"), 201)
     upload = _json_contacts(await request.body())
 
     async def add() -> ContactsInserted:
