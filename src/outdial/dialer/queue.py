@@ -113,14 +113,22 @@ def _is_postgres(session: AsyncSession) -> bool:
 
 async def tenants_with_due_jobs(session: AsyncSession, *, now: datetime) -> list[TenantLimits]:
     """Tenants that have at least one job due now; one index probe per tenant."""
-    due = (
-        select(DialJob.id)
+    # The earliest due job, not EXISTS: statistics taken when a big batch was queued say
+    # nearly every job waits, and EXISTS then scans the table from its start, past every job
+    # already dialed; ORDER BY run_at keeps the probe on the (tenant, status, run_at) index.
+    earliest_due = (
+        select(DialJob.run_at)
         .where(DialJob.tenant_id == Tenant.id, DialJob.status == "waiting", DialJob.run_at <= now)
-        .exists()
+        .order_by(DialJob.run_at)
+        .limit(1)
+        .scalar_subquery()
     )
     rows = await session.execute(
         select(Tenant.id, Tenant.max_concurrency, Tenant.calls_per_second)
-        .where(Tenant.is_active.is_(True), due | campaign_queue.tenant_has_contacts_to_queue())
+        .where(
+            Tenant.is_active.is_(True),
+            earliest_due.is_not(None) | campaign_queue.tenant_has_contacts_to_queue(),
+        )
         .order_by(Tenant.id)
     )
     return [TenantLimits(r.id, r.max_concurrency, r.calls_per_second) for r in rows]
