@@ -243,7 +243,7 @@ async def start_campaign(
     answers (handed to the dialer, skipped for DNC).
 
     Both are single statements inside the database, whatever the campaign's size: the
-    dialer creates each contact's call when it reaches it (see queue.queue_campaign_contacts),
+    dialer creates each contact's call when it reaches it (campaign_queue.queue_contacts),
     so starting a million-contact campaign writes no million calls."""
     campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id, lock=True)
     if campaign.status != "draft":

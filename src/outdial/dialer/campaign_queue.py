@@ -5,7 +5,8 @@ A campaign's contacts become calls lazily: `start` only scrubs them against the 
 and each claim queues the next contacts (a call, its participant and its job, the job due
 at once) as the campaign's concurrency leaves room. So a million-contact campaign starts in
 one statement, and its calls, holds and charges are made one contact at a time, like a
-batch's. Called by dialer/queue.py inside its claim and settle transactions."""
+batch's. Called by dialer/queue.py inside its claim and settle transactions, and by the
+campaigns and calls services for what they change of a campaign's jobs."""
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
