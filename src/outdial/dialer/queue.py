@@ -134,8 +134,9 @@ async def tenants_with_due_jobs(session: AsyncSession, *, now: datetime) -> list
     return [TenantLimits(r.id, r.max_concurrency, r.calls_per_second) for r in rows]
 
 
-async def _lock_tenant_queue(session: AsyncSession, tenant_id: str) -> bool:
-    """Serialise claims per tenant across dialers (PostgreSQL); False if another has it now."""
+async def lock_tenant_queue(session: AsyncSession, tenant_id: str) -> bool:
+    """Serialise claims per tenant across dialers (PostgreSQL); False if another has it now.
+    Taking it again in the same transaction succeeds (advisory locks are re-entrant)."""
     if not _is_postgres(session):
         return True
     return bool(
@@ -157,7 +158,7 @@ async def claim_jobs(
 ) -> list[ClaimedJob]:
     """Claim up to `limit` due jobs of one tenant, never past its concurrency cap. A claim
     also renews the dialer's lease (until `lease_until`): it holds what it claims."""
-    if not await _lock_tenant_queue(session, tenant.id):
+    if not await lock_tenant_queue(session, tenant.id):
         return []
     await renew_lease(session, dialer_id=dialer_id, lease_until=lease_until)
     active = await session.scalar(

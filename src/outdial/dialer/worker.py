@@ -46,6 +46,9 @@ PLACER_TICK = 0.01
 """The placer wakes at least this often while dials wait for their slots, so a dial that
 joins ahead of the earliest one waits at most this long past its slot."""
 CLAIM_COST_PER_JOB = timedelta(microseconds=200)
+CONTENDED_RETRY_SECONDS = 0.01
+"""How soon to claim again when another dialer held a tenant's queue (it claims for a
+fraction of a second; sleeping a whole poll interval would leave the tenant's work idle)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class Dialer:
         self._no_live_calls = asyncio.Event()
         self._no_live_calls.set()
         self._round = 0
+        self._contended = False
         self._stopping = asyncio.Event()
 
     async def _on_event(self, event: CallEvent) -> None:
@@ -180,16 +184,20 @@ class Dialer:
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
+            self._contended = False
             try:
                 claimed = await self.claim_round()
             except Exception:
                 log.exception("claim round failed")
                 claimed = 0
             if not claimed:
+                pause = (
+                    CONTENDED_RETRY_SECONDS
+                    if self._contended
+                    else self.settings.dialer_poll_seconds
+                )
                 try:
-                    await asyncio.wait_for(
-                        self._stopping.wait(), timeout=self.settings.dialer_poll_seconds
-                    )
+                    await asyncio.wait_for(self._stopping.wait(), timeout=pause)
                 except TimeoutError:
                     pass
 
@@ -213,6 +221,9 @@ class Dialer:
     async def _claim_tenant(self, tenant: TenantLimits, limit: int) -> int:
         now = utcnow()
         async with self.sessionmaker() as session, session.begin():
+            if not await queue.lock_tenant_queue(session, tenant.id):
+                self._contended = True
+                return 0
             jobs = await queue.claim_jobs(
                 session,
                 tenant=tenant,
