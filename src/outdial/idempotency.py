@@ -68,6 +68,41 @@ async def _committed_record(
     return record
 
 
+def _key_of(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise ValidationFailed(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+    return key
+
+
+async def _claim_or_replay(
+    request: Request,
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    key: str,
+    fingerprint: Callable[[], Awaitable[str]],
+    claim_with: str,
+) -> IdempotencyRecord | JSONResponse:
+    """Claim the key in this transaction (its record holding `claim_with` as fingerprint),
+    or answer the replay of the request that claimed it first."""
+    ttl = timedelta(seconds=request.app.state.settings.idempotency_ttl_seconds)
+    existing = await _committed_record(session, tenant_id, key, ttl)
+    if existing is not None:
+        return _replay(existing, await fingerprint())
+    record = IdempotencyRecord(tenant_id=tenant_id, key=key, fingerprint=claim_with)
+    session.add(record)
+    try:
+        await session.flush()
+    except IntegrityError:
+        # A concurrent request with this key committed first: answer what it answered.
+        await session.rollback()
+        raced = await session.get(IdempotencyRecord, (tenant_id, key), populate_existing=True)
+        assert raced is not None
+        return _replay(raced, await fingerprint())
+    return record
+
+
 async def idempotent(
     request: Request,
     session: AsyncSession,
@@ -78,26 +113,24 @@ async def idempotent(
 ) -> JSONResponse:
     """Run `create` once per Idempotency-Key; the key is claimed in the creating transaction,
     so a concurrent retry waits for it and then replays its answer."""
-    key = request.headers.get("Idempotency-Key")
+    key = _key_of(request)
     if key is None:
         return JSONResponse((await create()).model_dump(mode="json"), status_code)
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationFailed(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
-    fingerprint = _fingerprint(request.method, request.url.path, await request.body())
-    ttl = timedelta(seconds=request.app.state.settings.idempotency_ttl_seconds)
-    existing = await _committed_record(session, tenant_id, key, ttl)
-    if existing is not None:
-        return _replay(existing, fingerprint)
-    record = IdempotencyRecord(tenant_id=tenant_id, key=key, fingerprint=fingerprint)
-    session.add(record)
-    try:
-        await session.flush()
-    except IntegrityError:
-        # A concurrent request with this key committed first: answer what it answered.
-        await session.rollback()
-        raced = await session.get(IdempotencyRecord, (tenant_id, key), populate_existing=True)
-        assert raced is not None
-        return _replay(raced, fingerprint)
+    body_fingerprint = _fingerprint(request.method, request.url.path, await request.body())
+
+    async def fingerprint() -> str:
+        return body_fingerprint
+
+    record = await _claim_or_replay(
+        request,
+        session,
+        tenant_id=tenant_id,
+        key=key,
+        fingerprint=fingerprint,
+        claim_with=body_fingerprint,
+    )
+    if isinstance(record, JSONResponse):
+        return record
     body = (await create()).model_dump(mode="json")
     record.status_code = status_code
     record.response = body
@@ -115,11 +148,9 @@ async def idempotent_stream(
     """`idempotent` for a body too large to hold (a streamed CSV): `create` reads the body as
     it arrives, and the fingerprint is hashed from the same chunks (raw bytes, as
     `_fingerprint` takes a body that is not JSON)."""
-    key = request.headers.get("Idempotency-Key")
+    key = _key_of(request)
     if key is None:
         return JSONResponse((await create(request.stream())).model_dump(mode="json"), status_code)
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationFailed(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
     digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
 
     async def hashed() -> AsyncIterator[bytes]:
@@ -134,20 +165,12 @@ async def idempotent_stream(
             pass
         return digest.hexdigest()
 
-    ttl = timedelta(seconds=request.app.state.settings.idempotency_ttl_seconds)
-    existing = await _committed_record(session, tenant_id, key, ttl)
-    if existing is not None:
-        return _replay(existing, await fingerprint())
     # Claimed before the body is read; its fingerprint is set once it has been.
-    record = IdempotencyRecord(tenant_id=tenant_id, key=key, fingerprint="")
-    session.add(record)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raced = await session.get(IdempotencyRecord, (tenant_id, key), populate_existing=True)
-        assert raced is not None
-        return _replay(raced, await fingerprint())
+    record = await _claim_or_replay(
+        request, session, tenant_id=tenant_id, key=key, fingerprint=fingerprint, claim_with=""
+    )
+    if isinstance(record, JSONResponse):
+        return record
     body = (await create(body_chunks)).model_dump(mode="json")
     record.fingerprint = await fingerprint()  # whatever `create` left unread, if anything
     record.status_code = status_code
