@@ -1,10 +1,24 @@
 import json
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, any_, event, literal
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    any_,
+    bindparam,
+    event,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -16,7 +30,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -174,6 +188,45 @@ def one_of(session: AsyncSession, column: Any, values: Collection[Any]) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(literal(list(values), ARRAY(column.type)))
     return column.in_(list(values))
+
+
+class _RowParameters:
+    """SQLite's stand-in for a row source: each field is an executemany parameter."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Prefixed: an UPDATE reserves its columns' own names for its SET clause.
+        return bindparam("row_" + name)
+
+
+async def update_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    fields: Mapping[str, TypeEngine[Any]],
+    where: Callable[[Any], Any],
+    values: Callable[[Any], Mapping[str, Any]],
+) -> None:
+    """UPDATE many rows, each with values of its own, as one statement: on PostgreSQL the
+    rows travel as one array per field (`UPDATE … FROM (SELECT unnest(…))`), one execution
+    instead of one per row; on SQLite, executemany. `where` and `values` read a row's fields
+    as attributes (`row.id`); `fields` names each with its SQL type."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        row: Any = _RowParameters()
+        await session.execute(
+            update(table).where(where(row)).values(values(row)),
+            [{"row_" + name: value for name, value in r.items()} for r in rows],
+        )
+        return
+    source = select(
+        *(
+            func.unnest(literal([r[name] for r in rows], ARRAY(type_))).label(name)
+            for name, type_ in fields.items()
+        )
+    ).subquery("row")
+    await session.execute(update(table).where(where(source.c)).values(values(source.c)))
 
 
 def dialect_insert(session: AsyncSession, table: Any) -> Any:

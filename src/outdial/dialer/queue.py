@@ -12,20 +12,46 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    String,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents.models import Agent
 from outdial.billing import service as billing
 from outdial.calls.models import Call, DialJob, Participant
 from outdial.campaigns.models import Campaign
-from outdial.db import bulk_insert, dialect_insert, insert_ignoring_conflicts, one_of, utcnow
+from outdial.db import (
+    bulk_insert,
+    dialect_insert,
+    insert_ignoring_conflicts,
+    one_of,
+    update_rows,
+    utcnow,
+)
 from outdial.dialer import campaign_queue
 from outdial.dialer.models import CallerPacing, DialAttempt, DialerLease
 from outdial.dnc.models import DncEntry
 from outdial.ids import new_ids
 from outdial.telephony.base import CallEvent
 from outdial.tenants.models import Tenant
+
+ATTEMPTS = DialAttempt.__table__
+JOBS = DialJob.__table__
+PARTICIPANTS = Participant.__table__
+TEXT = String()
+TIMESTAMP = DateTime(timezone=True)
+"""Types of the row fields `update_rows` sends as arrays."""
 
 IN_FLIGHT = ("placing", "placed", "answered")
 FINAL_PARTICIPANT = ("completed", "failed", "canceled")
@@ -441,18 +467,18 @@ async def mark_placed(
     """(attempt id, provider call id, when) for attempts the provider has taken."""
     if not placed:
         return
-    await session.execute(
-        update(DialAttempt.__table__)
-        .where(DialAttempt.id == bindparam("b_id"), DialAttempt.status == "placing")
-        .values(
-            status="placed",
+    await update_rows(
+        session,
+        ATTEMPTS,
+        [{"id": a, "provider_call_id": p, "at": at} for a, p, at in placed],
+        fields={"id": TEXT, "provider_call_id": TEXT, "at": TIMESTAMP},
+        where=lambda row: (ATTEMPTS.c.id == row.id) & (ATTEMPTS.c.status == "placing"),
+        values=lambda row: {
+            "status": "placed",
             # A carrier's callback may have stored its id for the connected call already.
-            provider_call_id=func.coalesce(
-                DialAttempt.provider_call_id, bindparam("b_provider_call_id")
-            ),
-            placed_at=bindparam("b_at"),
-        ),
-        [{"b_id": a, "b_provider_call_id": p, "b_at": at} for a, p, at in placed],
+            "provider_call_id": func.coalesce(ATTEMPTS.c.provider_call_id, row.provider_call_id),
+            "placed_at": row.at,
+        },
     )
 
 
@@ -481,31 +507,34 @@ async def mark_answered(session: AsyncSession, *, events: Sequence[CallEvent]) -
     live = [e for e in events if e.attempt_id in participant_of]
     if not live:
         return
-    params = [
-        {
-            "b_id": e.attempt_id,
-            "b_at": e.at,
-            "b_by": "machine" if e.machine else "human",
-            "b_call": e.provider_call_id,
-        }
-        for e in live
-    ]
-    await session.execute(
-        update(DialAttempt.__table__)
-        .where(DialAttempt.id == bindparam("b_id"))
-        .values(
-            status="answered",
-            answered_at=bindparam("b_at"),
-            answered_by=bindparam("b_by"),
-            provider_call_id=func.coalesce(bindparam("b_call"), DialAttempt.provider_call_id),
-        ),
-        params,
+    await update_rows(
+        session,
+        ATTEMPTS,
+        [
+            {
+                "id": e.attempt_id,
+                "at": e.at,
+                "by": "machine" if e.machine else "human",
+                "call_id": e.provider_call_id,
+            }
+            for e in live
+        ],
+        fields={"id": TEXT, "at": TIMESTAMP, "by": TEXT, "call_id": TEXT},
+        where=lambda row: ATTEMPTS.c.id == row.id,
+        values=lambda row: {
+            "status": "answered",
+            "answered_at": row.at,
+            "answered_by": row.by,
+            "provider_call_id": func.coalesce(row.call_id, ATTEMPTS.c.provider_call_id),
+        },
     )
-    await session.execute(
-        update(Participant.__table__)
-        .where(Participant.id == bindparam("b_id"), Participant.status == "dialing")
-        .values(status="in_progress", answered_at=bindparam("b_at")),
-        [{"b_id": participant_of[e.attempt_id], "b_at": e.at} for e in live],
+    await update_rows(
+        session,
+        PARTICIPANTS,
+        [{"id": participant_of[e.attempt_id], "at": e.at} for e in live],
+        fields={"id": TEXT, "at": TIMESTAMP},
+        where=lambda row: (PARTICIPANTS.c.id == row.id) & (PARTICIPANTS.c.status == "dialing"),
+        values=lambda row: {"status": "in_progress", "answered_at": row.at},
     )
 
 
@@ -592,37 +621,7 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
     end reason, duration, charge, hold released) and, when it was the last, the call."""
     if not endings:
         return
-    if any(e.attempt_id for e in endings):
-        await session.execute(
-            update(DialAttempt.__table__)
-            .where(DialAttempt.id == bindparam("b_id"))
-            .values(
-                status=bindparam("b_status"),
-                ended_at=bindparam("b_at"),
-                end_reason=bindparam("b_reason"),
-                talk_seconds=bindparam("b_talk"),
-                placed_at=func.coalesce(DialAttempt.placed_at, bindparam("b_placed_at")),
-                provider_call_id=func.coalesce(
-                    bindparam("b_connected_call_id"),
-                    DialAttempt.provider_call_id,
-                    bindparam("b_provider_call_id"),
-                ),
-                answered_at=func.coalesce(DialAttempt.answered_at, bindparam("b_answered_at")),
-                answered_by=func.coalesce(DialAttempt.answered_by, bindparam("b_answered_by")),
-            ),
-            [
-                {
-                    "b_id": e.attempt_id,
-                    "b_status": "lost" if e.end_reason == "lost" else "ended",
-                    "b_at": e.at,
-                    "b_reason": e.end_reason,
-                    "b_talk": e.talk_seconds,
-                    **_progress_params(e.progress),
-                }
-                for e in endings
-                if e.attempt_id
-            ],
-        )
+    await _end_attempts(session, [e for e in endings if e.attempt_id])
     jobs = {
         row.id: row
         for row in await session.execute(
@@ -701,14 +700,58 @@ async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
         await complete_finished_calls(session, call_ids={jobs[f["b_job"]].call_id for f in finals})
 
 
-def _progress_params(progress: Progress | None) -> dict[str, Any]:
+async def _end_attempts(session: AsyncSession, endings: Sequence[Ending]) -> None:
+    a = ATTEMPTS.c
+    await update_rows(
+        session,
+        ATTEMPTS,
+        [
+            {
+                "id": e.attempt_id,
+                "status": "lost" if e.end_reason == "lost" else "ended",
+                "at": e.at,
+                "reason": e.end_reason,
+                "talk": e.talk_seconds,
+                **_progress_fields(e.progress),
+            }
+            for e in endings
+        ],
+        fields={
+            "id": TEXT,
+            "status": TEXT,
+            "at": TIMESTAMP,
+            "reason": TEXT,
+            "talk": Integer(),
+            "placed_at": TIMESTAMP,
+            "provider_call_id": TEXT,
+            "answered_at": TIMESTAMP,
+            "answered_by": TEXT,
+            "connected_call_id": TEXT,
+        },
+        where=lambda row: a.id == row.id,
+        values=lambda row: {
+            "status": row.status,
+            "ended_at": row.at,
+            "end_reason": row.reason,
+            "talk_seconds": row.talk,
+            "placed_at": func.coalesce(a.placed_at, row.placed_at),
+            "provider_call_id": func.coalesce(
+                row.connected_call_id, a.provider_call_id, row.provider_call_id
+            ),
+            "answered_at": func.coalesce(a.answered_at, row.answered_at),
+            "answered_by": func.coalesce(a.answered_by, row.answered_by),
+        },
+    )
+
+
+def _progress_fields(progress: Progress | None) -> dict[str, Any]:
     p = progress or Progress()
     return {
-        "b_placed_at": p.placed_at,
-        "b_provider_call_id": p.provider_call_id,
-        "b_answered_at": p.answered_at,
-        "b_answered_by": p.answered_by,
-        "b_connected_call_id": p.connected_call_id,
+        "placed_at": p.placed_at,
+        "provider_call_id": p.provider_call_id,
+        "answered_at": p.answered_at,
+        "answered_by": p.answered_by,
+        "connected_call_id": p.connected_call_id,
     }
 
 
@@ -728,45 +771,66 @@ def _should_retry(policy: DialPolicy, end_reason: str, attempt: int, max_attempt
 async def _requeue(session: AsyncSession, retries: list[dict[str, Any]]) -> None:
     if not retries:
         return
-    await session.execute(
-        update(DialJob.__table__)
-        .where(DialJob.id == bindparam("b_job"))
-        .values(
-            status="waiting",
-            run_at=bindparam("b_run_at"),
-            lease_owner=None,
-        ),
-        [{"b_job": r["b_job"], "b_run_at": r["b_run_at"]} for r in retries],
+    await update_rows(
+        session,
+        JOBS,
+        [{"id": r["b_job"], "run_at": r["b_run_at"]} for r in retries],
+        fields={"id": TEXT, "run_at": TIMESTAMP},
+        where=lambda row: JOBS.c.id == row.id,
+        values=lambda row: {"status": "waiting", "run_at": row.run_at, "lease_owner": None},
     )
     await session.execute(
-        update(Participant.__table__)
-        .where(Participant.id == bindparam("b_participant"))
-        .values(status="queued"),
-        [{"b_participant": r["b_participant"]} for r in retries],
+        update(PARTICIPANTS)
+        .where(one_of(session, PARTICIPANTS.c.id, [r["b_participant"] for r in retries]))
+        .values(status="queued")
     )
 
 
 async def _finish(session: AsyncSession, finals: list[dict[str, Any]]) -> None:
     if not finals:
         return
-    await session.execute(
-        update(DialJob.__table__)
-        .where(DialJob.id == bindparam("b_job"))
-        .values(status=bindparam("b_job_status"), lease_owner=None),
-        [{"b_job": f["b_job"], "b_job_status": f["b_job_status"]} for f in finals],
+    await update_rows(
+        session,
+        JOBS,
+        [{"id": f["b_job"], "status": f["b_job_status"]} for f in finals],
+        fields={"id": TEXT, "status": TEXT},
+        where=lambda row: JOBS.c.id == row.id,
+        values=lambda row: {"status": row.status, "lease_owner": None},
     )
-    await session.execute(
-        update(Participant.__table__)
-        .where(Participant.id == bindparam("b_participant"))
-        .values(
-            status=bindparam("b_status"),
-            end_reason=bindparam("b_reason"),
-            ended_at=bindparam("b_at"),
-            answered_at=func.coalesce(Participant.answered_at, bindparam("b_answered_at")),
-            duration_seconds=bindparam("b_duration"),
-            cost_micros=bindparam("b_cost"),
-        ),
-        [{k: v for k, v in f.items() if k not in ("b_job", "b_job_status")} for f in finals],
+    p = PARTICIPANTS.c
+    await update_rows(
+        session,
+        PARTICIPANTS,
+        [
+            {
+                "id": f["b_participant"],
+                "status": f["b_status"],
+                "reason": f["b_reason"],
+                "at": f["b_at"],
+                "answered_at": f["b_answered_at"],
+                "duration": f["b_duration"],
+                "cost": f["b_cost"],
+            }
+            for f in finals
+        ],
+        fields={
+            "id": TEXT,
+            "status": TEXT,
+            "reason": TEXT,
+            "at": TIMESTAMP,
+            "answered_at": TIMESTAMP,
+            "duration": Integer(),
+            "cost": BigInteger(),
+        },
+        where=lambda row: p.id == row.id,
+        values=lambda row: {
+            "status": row.status,
+            "end_reason": row.reason,
+            "ended_at": row.at,
+            "answered_at": func.coalesce(p.answered_at, row.answered_at),
+            "duration_seconds": row.duration,
+            "cost_micros": row.cost,
+        },
     )
 
 
