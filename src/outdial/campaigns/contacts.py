@@ -82,7 +82,10 @@ class ContactWriter:
         self._inserting: asyncio.Task[None] | None = None
 
     async def add(self, contact: NewContact) -> None:
-        self._chunk.append(contact)
+        await self.extend([contact])
+
+    async def extend(self, contacts: list[NewContact]) -> None:
+        self._chunk.extend(contacts)
         if len(self._chunk) >= CHUNK_ROWS:
             await self._send()
 
@@ -208,32 +211,49 @@ async def insert_csv(
     `phone_number` column (and optionally `timezone`); every other column becomes a
     variable. An invalid row is listed by its line; a bad header refuses the whole upload."""
     writer = ContactWriter(session, campaign_id)
-    records = _csv_records(body)
-    header = await _header(records)
-    phone_at = header.index(PHONE_COLUMN)
-    zone_at = header.index(TIMEZONE_COLUMN) if TIMEZONE_COLUMN in header else None
-    variables = _VariablesEncoder(header, skip={phone_at, zone_at})
-    line = 1
+    batches = _csv_batches(body)
+    header, first_batch = await _header(batches)
+    rows = _RowReader(header, writer.result)
     try:
-        async for record in records:
-            line += 1
-            if not record:
-                continue  # a blank line
-            if len(record) != len(header):
-                writer.result.reject(line, f"expected {len(header)} columns, found {len(record)}")
-                continue
-            contact = _contact(
-                writer.result,
-                line,
-                record[phone_at],
-                variables.encode(record),
-                record[zone_at] if zone_at is not None else None,
-            )
-            if contact is not None:
-                await writer.add(contact)
+        await writer.extend(rows.contacts(first_batch))
+        async for batch in batches:
+            await writer.extend(rows.contacts(batch))
         return await writer.finish()
     finally:
         await writer.abandon()
+
+
+class _RowReader:
+    """Turns a batch of CSV records into contacts, counting lines across batches (a
+    million-row file is read a batch at a time, not a record at a time)."""
+
+    def __init__(self, header: list[str], result: ImportResult) -> None:
+        self.width = len(header)
+        self.phone_at = header.index(PHONE_COLUMN)
+        self.zone_at = header.index(TIMEZONE_COLUMN) if TIMEZONE_COLUMN in header else None
+        self.variables = _VariablesEncoder(header, skip={self.phone_at, self.zone_at})
+        self.result = result
+        self.line = 1
+
+    def contacts(self, records: list[list[str]]) -> list[NewContact]:
+        found: list[NewContact] = []
+        for record in records:
+            self.line += 1
+            if not record:
+                continue  # a blank line
+            if len(record) != self.width:
+                self.result.reject(self.line, f"expected {self.width} columns, found {len(record)}")
+                continue
+            contact = _contact(
+                self.result,
+                self.line,
+                record[self.phone_at],
+                self.variables.encode(record),
+                record[self.zone_at] if self.zone_at is not None else None,
+            )
+            if contact is not None:
+                found.append(contact)
+        return found
 
 
 class _VariablesEncoder:
@@ -248,10 +268,15 @@ class _VariablesEncoder:
         return "{" + ",".join(key + encode_basestring(record[i]) for i, key in self._columns) + "}"
 
 
-async def _header(records: AsyncIterator[list[str]]) -> list[str]:
-    async for record in records:
-        header = [name.strip() for name in record]
-        break
+async def _header(
+    batches: AsyncIterator[list[list[str]]],
+) -> tuple[list[str], list[list[str]]]:
+    """The header row, and the records that came with it."""
+    async for batch in batches:
+        if batch:
+            header = [name.strip() for name in batch[0]]
+            rest = batch[1:]
+            break
     else:
         raise ValidationFailed("The CSV body is empty: send a header row.", code="invalid_csv")
     if PHONE_COLUMN not in header:
@@ -263,12 +288,13 @@ async def _header(records: AsyncIterator[list[str]]) -> list[str]:
         raise ValidationFailed(
             "The CSV header names a column more than once.", code="invalid_csv_header"
         )
-    return header
+    return header, rest
 
 
-async def _csv_records(body: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
-    """CSV records as the body arrives: bytes are decoded incrementally and cut only at a
-    line end outside quotes, so a quoted field may span lines and chunks."""
+async def _csv_batches(body: AsyncIterator[bytes]) -> AsyncIterator[list[list[str]]]:
+    """CSV records as the body arrives, a batch per piece of it: bytes are decoded
+    incrementally and cut only at a line end outside quotes, so a quoted field may span lines
+    and chunks."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     pending = ""
     try:
@@ -276,8 +302,7 @@ async def _csv_records(body: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
             pending += decoder.decode(data)
             cut = _last_record_end(pending)
             if cut:
-                for record in _parsed(pending[:cut]):
-                    yield record
+                yield _parsed(pending[:cut])
                 pending = pending[cut:]
             elif len(pending) > MAX_RECORD_CHARS:
                 raise ValidationFailed(
@@ -287,8 +312,7 @@ async def _csv_records(body: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
         pending += decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         raise ValidationFailed("The CSV body is not UTF-8.", code="invalid_csv") from None
-    for record in _parsed(pending):
-        yield record
+    yield _parsed(pending)
 
 
 def _parsed(text_: str) -> list[list[str]]:
