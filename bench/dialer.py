@@ -137,7 +137,11 @@ async def run_dialers(url: str, participants: int, processes: int) -> float:
         for d in dialers:
             d.send_signal(signal.SIGTERM)
         for d in dialers:
-            d.wait(60)
+            try:
+                d.wait(60)
+            except subprocess.TimeoutExpired:
+                d.kill()  # never leave a dialer behind to load the next measurement
+                raise
     return participants / await attempt_span(url)
 
 

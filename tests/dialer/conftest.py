@@ -26,6 +26,19 @@ def read_cdr(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@asynccontextmanager
+async def dialer_running(app: FastAPI, settings: Settings) -> AsyncIterator[Dialer]:
+    """An in-process dialer with these settings, stopped gracefully when the `with` ends."""
+    dialer = Dialer(app.state.sessionmaker, settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dialer.run(stop))
+    try:
+        yield dialer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 @pytest.fixture
 def running_dialer(app: FastAPI, database_url: str, cdr_path: Path) -> RunDialer:
     """Run an in-process dialer (simulated carrier, fast) for the duration of a `with`."""
@@ -39,14 +52,8 @@ def running_dialer(app: FastAPI, database_url: str, cdr_path: Path) -> RunDialer
             dialer_poll_seconds=0.02,
             **overrides,
         )
-        dialer = Dialer(app.state.sessionmaker, settings)
-        stop = asyncio.Event()
-        task = asyncio.create_task(dialer.run(stop))
-        try:
+        async with dialer_running(app, settings) as dialer:
             yield dialer
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
 
     return run
 

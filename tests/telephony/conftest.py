@@ -1,7 +1,6 @@
 """The API configured for carrier callbacks, the local fake carriers, and callbacks signed
 with the carriers' own published algorithms as their official SDKs implement them."""
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from twilio.request_validator import RequestValidator
 from outdial.app import create_app
 from outdial.config import Settings
 from outdial.dialer.worker import Dialer
+from tests.dialer.conftest import dialer_running
 from tests.telephony.fakes import FakePlivo, FakeTwilio, serving
 
 PUBLIC_URL = "https://outdial.example.com"
@@ -136,11 +136,5 @@ async def dialer_through(
         dialer_poll_seconds=0.02,
         dialer_lease_seconds=1.5,
     )
-    dialer = Dialer(app.state.sessionmaker, settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(dialer.run(stop))
-    try:
+    async with dialer_running(app, settings) as dialer:
         yield dialer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
