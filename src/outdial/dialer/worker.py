@@ -376,20 +376,23 @@ class Dialer:
             slot, _, request = heapq.heappop(self._slots)
             if request.attempt_id not in self._waiting_to_place:
                 continue  # handed back meanwhile
-            self._waiting_to_place.discard(request.attempt_id)
-            if (late := now - slot) > MAX_DIAL_LATENESS:
-                # Placed now it would crowd the caller ID's next slot, which another dialer
-                # may hold: pacing holds across dialers only if every dial keeps to its slot.
-                log.info("%s missed its dial slot by %.3f s; handed back", request.attempt_id, late)
-                self._events.put_nowait(Withdrawn(request.attempt_id))
-                continue
             # From here the attempt is the provider's: shutdown no longer hands it back.
+            self._waiting_to_place.discard(request.attempt_id)
             self._live_started(request.attempt_id)
-            task = asyncio.create_task(self._hand_to_provider(request))
+            task = asyncio.create_task(self._hand_to_provider(request, slot))
             self._handing_over.add(task)
             task.add_done_callback(self._handing_over.discard)
 
-    async def _hand_to_provider(self, request: DialRequest) -> None:
+    async def _hand_to_provider(self, request: DialRequest, slot: float) -> None:
+        # Judged at the last moment before the provider hears of it: a pause, and pacing,
+        # count on no dial starting later than its slot plus the slack.
+        if (late := time.time() - slot) > MAX_DIAL_LATENESS:
+            # Placed now it would crowd the caller ID's next slot, which another dialer may
+            # hold: pacing holds across dialers only if every dial keeps to its slot.
+            log.info("%s missed its dial slot by %.3f s; handed back", request.attempt_id, late)
+            self._live_ended([request.attempt_id])
+            await self._events.put(Withdrawn(request.attempt_id))
+            return
         try:
             provider_call_id = await self.provider.place(request)
         except Exception:
