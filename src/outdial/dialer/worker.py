@@ -364,7 +364,11 @@ class Dialer:
         """Hand each waiting dial to the provider when its slot comes: one loop and one heap
         for all of them, rather than a sleeping task each."""
         while True:
-            self._place_due(time.time())
+            try:
+                self._place_due(time.time())
+            except Exception:
+                # Nothing else would ever place the waiting dials: log, and keep going.
+                log.exception("placing due dials failed")
             if not self._slots:
                 self._slot_added.clear()
                 await self._slot_added.wait()
