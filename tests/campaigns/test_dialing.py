@@ -36,6 +36,18 @@ async def run_to_completion(client, tenant, campaign_id: str, within: float = 30
     return await campaign(client, tenant, campaign_id)
 
 
+async def draft_with_contacts(
+    client, make_tenant, numbers: list[str], *, settings: dict[str, Any]
+) -> tuple[Any, str]:
+    """A tenant (100 calls/s) dialing from +15559990000, and its draft campaign of `numbers`."""
+    tenant = await make_tenant(calls_per_second=100)
+    await register_number(client, tenant, "+15559990000")
+    agent = await create_agent(client, tenant)
+    campaign_id = await create_campaign(client, tenant, agent["id"], settings=settings)
+    await add_contacts(client, tenant, campaign_id, numbers)
+    return tenant, campaign_id
+
+
 async def contacts_of(client, tenant, campaign_id: str) -> list[dict[str, Any]]:
     response = await client.get(
         f"/v1/campaigns/{campaign_id}/contacts", params={"limit": 1000}, headers=tenant.headers
@@ -155,11 +167,9 @@ async def test_retries_keep_a_contact_dialed_until_its_last_attempt(
 async def test_a_number_put_on_the_dnc_list_after_start_is_skipped(
     client, make_tenant, running_dialer, cdr_path
 ) -> None:
-    tenant = await make_tenant(calls_per_second=100)
-    await register_number(client, tenant, "+15559990000")
-    agent = await create_agent(client, tenant)
-    campaign_id = await create_campaign(client, tenant, agent["id"], settings=fast_settings())
-    await add_contacts(client, tenant, campaign_id, ["+15556660001", "+15556660002"])
+    tenant, campaign_id = await draft_with_contacts(
+        client, make_tenant, ["+15556660001", "+15556660002"], settings=fast_settings()
+    )
     await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
     await client.post("/v1/dnc", json={"phone_number": "+15556660002"}, headers=tenant.headers)
     async with running_dialer():
@@ -247,13 +257,9 @@ async def test_a_contacts_own_timezone_decides_its_window(
 async def test_pause_stops_new_dials_and_resume_finishes(
     client, make_tenant, running_dialer, cdr_path
 ) -> None:
-    tenant = await make_tenant(calls_per_second=100)
-    await register_number(client, tenant, "+15559990000")
-    agent = await create_agent(client, tenant)
     settings = fast_settings(calls_per_second=5)
-    campaign_id = await create_campaign(client, tenant, agent["id"], settings=settings)
     numbers = [f"+1555666{i:04d}" for i in range(30)]
-    await add_contacts(client, tenant, campaign_id, numbers)
+    tenant, campaign_id = await draft_with_contacts(client, make_tenant, numbers, settings=settings)
     await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
     async with running_dialer():
         await wait_until(lambda: _cdr_has(cdr_path, 3))
@@ -316,11 +322,9 @@ def closed_window() -> dict[str, Any]:
 async def test_settings_changed_while_paused_apply_on_resume(
     client, make_tenant, running_dialer, cdr_path, app
 ) -> None:
-    tenant = await make_tenant(calls_per_second=100)
-    await register_number(client, tenant, "+15559990000")
-    agent = await create_agent(client, tenant)
-    campaign_id = await create_campaign(client, tenant, agent["id"], settings=fast_settings())
-    await add_contacts(client, tenant, campaign_id, ["+15556660001", "+15556660002"])
+    tenant, campaign_id = await draft_with_contacts(
+        client, make_tenant, ["+15556660001", "+15556660002"], settings=fast_settings()
+    )
     await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
     await post(client, tenant, f"/v1/campaigns/{campaign_id}/pause")
     changed = await client.put(
@@ -353,12 +357,10 @@ async def test_settings_changed_while_paused_apply_on_resume(
 async def test_deleting_a_paused_campaign_cancels_its_queued_calls(
     client, make_tenant, running_dialer, cdr_path, app
 ) -> None:
-    tenant = await make_tenant(calls_per_second=100)
-    await register_number(client, tenant, "+15559990000")
-    agent = await create_agent(client, tenant)
     settings = fast_settings(calling_window=closed_window())
-    campaign_id = await create_campaign(client, tenant, agent["id"], settings=settings)
-    await add_contacts(client, tenant, campaign_id, ["+15556660001", "+15556660002"])
+    tenant, campaign_id = await draft_with_contacts(
+        client, make_tenant, ["+15556660001", "+15556660002"], settings=settings
+    )
     await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
 
     async def calls_made() -> list[dict[str, Any]]:
@@ -394,12 +396,10 @@ async def test_contacts_waiting_for_their_window_are_queued_only_so_far(
     client, make_tenant, running_dialer, cdr_path, monkeypatch
 ) -> None:
     monkeypatch.setattr(campaign_queue, "MAX_QUEUED_UNTIL_LATER", 3)
-    tenant = await make_tenant(calls_per_second=100)
-    await register_number(client, tenant, "+15559990000")
-    agent = await create_agent(client, tenant)
     settings = fast_settings(calling_window=closed_window())
-    campaign_id = await create_campaign(client, tenant, agent["id"], settings=settings)
-    await add_contacts(client, tenant, campaign_id, [f"+155566600{i:02d}" for i in range(10)])
+    tenant, campaign_id = await draft_with_contacts(
+        client, make_tenant, [f"+155566600{i:02d}" for i in range(10)], settings=settings
+    )
     await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
 
     async def calls_made() -> int:
