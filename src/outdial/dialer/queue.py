@@ -76,6 +76,7 @@ class ClaimedJob:
     to_number: str
     from_number: str
     attempt: int
+    """The attempt this claim is for (the claim counts it; see uncount_attempts)."""
     max_attempts: int
 
 
@@ -226,7 +227,9 @@ async def claim_jobs(
     rows = await session.execute(
         update(DialJob.__table__)
         .where(one_of(session, DialJob.id, ids), DialJob.status == "waiting")
-        .values(status="active", lease_owner=dialer_id)
+        # Counted here, in the same UPDATE, for the attempt the claim is for; a job the
+        # claim then does not dial has it taken back (uncount_attempts).
+        .values(status="active", lease_owner=dialer_id, attempt=DialJob.attempt + 1)
         .returning(
             DialJob.id,
             DialJob.tenant_id,
@@ -262,6 +265,17 @@ async def _due_job_ids(
         .with_for_update(skip_locked=True)
     )
     return list(await session.scalars(due))
+
+
+async def uncount_attempts(session: AsyncSession, *, job_ids: Sequence[str]) -> None:
+    """Take back the attempt a claim counted for jobs it did not dial after all."""
+    if not job_ids:
+        return
+    await session.execute(
+        update(DialJob.__table__)
+        .where(one_of(session, DialJob.id, job_ids))
+        .values(attempt=DialJob.attempt - 1)
+    )
 
 
 async def release_jobs(
@@ -429,12 +443,6 @@ async def start_attempts(
             for a in attempts
         ],
     )
-    job_ids = [a.job.id for a in attempts]
-    await session.execute(
-        update(DialJob.__table__)
-        .where(one_of(session, DialJob.id, job_ids))
-        .values(attempt=DialJob.attempt + 1)
-    )
     await session.execute(
         update(Participant.__table__)
         .where(one_of(session, Participant.id, [a.job.participant_id for a in attempts]))
@@ -445,8 +453,6 @@ async def start_attempts(
         .where(one_of(session, Call.id, {a.job.call_id for a in attempts}), Call.status == "queued")
         .values(status="in_progress")
     )
-    for attempt in attempts:
-        attempt.job.attempt += 1
     await campaign_queue.set_contact_statuses(
         session,
         changes=[

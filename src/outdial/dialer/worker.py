@@ -238,6 +238,10 @@ class Dialer:
             ready, endings, later = await self._triage(session, tenant, jobs, policies, now)
             attempts, unpaced = await self._pace(session, tenant, ready, policies, now)
             later.extend(unpaced)
+            dialed = {a.job.id for a in attempts}
+            await queue.uncount_attempts(
+                session, job_ids=[j.id for j in jobs if j.id not in dialed]
+            )
             for run_at, job_ids in _grouped(later).items():
                 await queue.release_jobs(session, job_ids=job_ids, run_at=run_at)
             await queue.settle(session, endings=endings)
@@ -339,7 +343,7 @@ class Dialer:
         for from_number, group in by_caller.items():
             slots = reserved[from_number]
             for job, slot in zip(group, slots, strict=False):
-                attempts.append(NewAttempt(next(ids), job, job.attempt + 1, _from_epoch(slot)))
+                attempts.append(NewAttempt(next(ids), job, job.attempt, _from_epoch(slot)))
             retry_at = now + timedelta(seconds=horizon / 2)
             later.extend((retry_at, job.id) for job in group[len(slots) :])
         return attempts, later
@@ -478,8 +482,11 @@ class Dialer:
                 session, dialer_id=self.id, now=now, lease_until=now + self.lease, limit=500
             )
             orphans = await queue.orphan_attempts(session, job_ids=job_ids)
-            settled_jobs = {o.job_id for o in orphans}
-            await queue.release_jobs(session, job_ids=[j for j in job_ids if j not in settled_jobs])
+            in_flight = {o.job_id for o in orphans}
+            # Active with no attempt in flight: its claim counted an attempt never made.
+            never_dialed = [j for j in job_ids if j not in in_flight]
+            await queue.uncount_attempts(session, job_ids=never_dialed)
+            await queue.release_jobs(session, job_ids=never_dialed)
             await queue.forget_dead_dialers(session, expired_before=now - DEAD_DIALER_MEMORY)
         if orphans:
             log.warning("reconciling %d attempts of a stopped dialer", len(orphans))
