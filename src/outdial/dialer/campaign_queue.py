@@ -13,17 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy import String, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents.models import Agent
 from outdial.billing import service as billing
 from outdial.calls.models import Call, DialJob, Participant
 from outdial.campaigns.models import Campaign, CampaignContact
-from outdial.db import bulk_insert, utcnow
+from outdial.db import bulk_insert, one_of, update_rows, utcnow
 from outdial.dialer.models import DialAttempt
 from outdial.ids import new_ids
 from outdial.tenants.models import Tenant
+
+CONTACTS = CampaignContact.__table__
+TEXT = String()
 
 UNFINISHED_JOB = ("waiting", "active")
 MAX_QUEUED_UNTIL_LATER = 10_000
@@ -214,18 +217,17 @@ async def queue_contacts(
                 "created_at": now,
             }
         )
-        linked.append({"b_id": contact.id, "b_call": call_ids[i]})
+        linked.append({"id": contact.id, "call_id": call_ids[i]})
     await bulk_insert(session, Call.__table__, calls)
     await bulk_insert(session, Participant.__table__, participants)
     await bulk_insert(session, DialJob.__table__, jobs)
-    await session.execute(
-        update(CampaignContact.__table__)
-        .where(
-            CampaignContact.campaign_id == campaign.id,
-            CampaignContact.id == bindparam("b_id"),
-        )
-        .values(call_id=bindparam("b_call")),
+    await update_rows(
+        session,
+        CONTACTS,
         linked,
+        fields={"id": TEXT, "call_id": TEXT},
+        where=lambda row: (CONTACTS.c.campaign_id == campaign.id) & (CONTACTS.c.id == row.id),
+        values=lambda row: {"call_id": row.call_id},
     )
     return job_ids
 
@@ -271,17 +273,20 @@ async def hold_first_dials(session: AsyncSession, *, tenant_id: str, holds: dict
     unheld = list(
         await session.scalars(
             select(Participant.id).where(
-                Participant.id.in_(list(holds)), Participant.hold_micros == 0
+                one_of(session, Participant.id, list(holds)), Participant.hold_micros == 0
             )
         )
     )
     if not unheld:
         return
-    await session.execute(
-        update(Participant.__table__)
-        .where(Participant.id == bindparam("b_id"))
-        .values(hold_micros=bindparam("b_hold")),
-        [{"b_id": p, "b_hold": holds[p]} for p in unheld],
+    participants = Participant.__table__
+    await update_rows(
+        session,
+        participants,
+        [{"id": p, "hold": holds[p]} for p in unheld],
+        fields={"id": TEXT, "hold": participants.c.hold_micros.type},
+        where=lambda row: participants.c.id == row.id,
+        values=lambda row: {"hold_micros": row.hold},
     )
     await session.execute(
         update(Tenant)
@@ -294,19 +299,15 @@ async def set_contact_statuses(
     session: AsyncSession, *, changes: Iterable[tuple[str, str, str, str | None]]
 ) -> None:
     """(campaign id, number, status, end reason) for contacts whose call moved on."""
-    params = [
-        {"b_campaign": c, "b_number": n, "b_status": s, "b_reason": r} for c, n, s, r in changes
-    ]
-    if not params:
-        return
-    await session.execute(
-        update(CampaignContact.__table__)
-        .where(
-            CampaignContact.campaign_id == bindparam("b_campaign"),
-            CampaignContact.phone_number == bindparam("b_number"),
-        )
-        .values(status=bindparam("b_status"), end_reason=bindparam("b_reason")),
-        params,
+    await update_rows(
+        session,
+        CONTACTS,
+        [{"campaign": c, "number": n, "status": s, "reason": r} for c, n, s, r in changes],
+        fields={"campaign": TEXT, "number": TEXT, "status": TEXT, "reason": TEXT},
+        where=lambda row: (
+            (CONTACTS.c.campaign_id == row.campaign) & (CONTACTS.c.phone_number == row.number)
+        ),
+        values=lambda row: {"status": row.status, "end_reason": row.reason},
     )
 
 

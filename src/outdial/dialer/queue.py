@@ -17,7 +17,6 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
-    bindparam,
     case,
     delete,
     func,
@@ -400,14 +399,16 @@ async def reserve_slots(
         taken = max(0, min(wanted[number], fits))
         slots[number] = [start + i * interval for i in range(taken)]
         if taken:
-            moved.append({"b_number": number, "b_next": start + taken * interval})
-    if moved:
-        await session.execute(
-            update(CallerPacing.__table__)
-            .where(CallerPacing.from_number == bindparam("b_number"))
-            .values(next_slot_at=bindparam("b_next")),
-            moved,
-        )
+            moved.append({"number": number, "next": start + taken * interval})
+    pacing = CallerPacing.__table__
+    await update_rows(
+        session,
+        pacing,
+        moved,
+        fields={"number": TEXT, "next": pacing.c.next_slot_at.type},
+        where=lambda row: pacing.c.from_number == row.number,
+        values=lambda row: {"next_slot_at": row.next},
+    )
     return slots
 
 
@@ -554,7 +555,8 @@ async def record_call_events(
     process heard it: the dialer's own provider tasks or the API's carrier callbacks. Events
     of attempts already settled change nothing, so a repeated callback is harmless. An
     attempt that ends in this very batch is written once, its placement and answer with it."""
-    ending_ids = {e.attempt_id for e in events if e.kind == "ended"}
+    ended = [e for e in events if e.kind == "ended"]
+    ending_ids = {e.attempt_id for e in ended}
     answers = [e for e in events if e.kind == "answered"]
     await mark_placed(session, placed=[p for p in placed if p[0] not in ending_ids])
     await mark_answered(session, events=[e for e in answers if e.attempt_id not in ending_ids])
@@ -562,11 +564,10 @@ async def record_call_events(
         [p for p in placed if p[0] in ending_ids],
         [e for e in answers if e.attempt_id in ending_ids],
     )
-    ended = [e for e in events if e.kind == "ended"]
     in_flight = {
         a.id: a for a in await attempts_by_id(session, attempt_ids=[e.attempt_id for e in ended])
     }
-    by_machine = await _answered_by_machine(session, attempt_ids=list(in_flight))
+    by_machine = {a.id for a in in_flight.values() if a.answered_by == "machine"}
     by_machine.update(a for a, p in progress.items() if p.answered_by == "machine")
     await settle(
         session,
@@ -609,17 +610,6 @@ def _end_reason(event: CallEvent, *, answered_by_machine: bool) -> str:
     if event.end_reason == "answered" and answered_by_machine:
         return "voicemail"
     return event.end_reason or "carrier_error"
-
-
-async def _answered_by_machine(session: AsyncSession, *, attempt_ids: list[str]) -> set[str]:
-    if not attempt_ids:
-        return set()
-    rows = await session.scalars(
-        select(DialAttempt.id).where(
-            one_of(session, DialAttempt.id, attempt_ids), DialAttempt.answered_by == "machine"
-        )
-    )
-    return set(rows)
 
 
 async def settle(session: AsyncSession, *, endings: Sequence[Ending]) -> None:
@@ -915,12 +905,22 @@ async def forget_dead_dialers(session: AsyncSession, *, expired_before: datetime
     )
 
 
+_IN_FLIGHT_COLUMNS = (
+    DialAttempt.id,
+    DialAttempt.job_id,
+    DialAttempt.participant_id,
+    DialAttempt.status,
+    DialAttempt.answered_by,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class InFlightAttempt:
     id: str
     job_id: str
     participant_id: str
     status: str
+    answered_by: str | None
 
 
 async def orphan_attempts(
@@ -928,7 +928,7 @@ async def orphan_attempts(
 ) -> list[InFlightAttempt]:
     """The unsettled attempt of each taken-over job (jobs without one have none in flight)."""
     rows = await session.execute(
-        select(DialAttempt.id, DialAttempt.job_id, DialAttempt.participant_id, DialAttempt.status)
+        select(*_IN_FLIGHT_COLUMNS)
         .join(DialJob, DialJob.id == DialAttempt.job_id)
         .where(
             one_of(session, DialAttempt.job_id, job_ids),
@@ -946,7 +946,7 @@ async def attempts_by_id(
     if not attempt_ids:
         return []
     rows = await session.execute(
-        select(DialAttempt.id, DialAttempt.job_id, DialAttempt.participant_id, DialAttempt.status)
+        select(*_IN_FLIGHT_COLUMNS)
         .where(one_of(session, DialAttempt.id, attempt_ids), DialAttempt.status.in_(IN_FLIGHT))
         .with_for_update()
     )
