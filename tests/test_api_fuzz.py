@@ -10,6 +10,7 @@ Random strings are almost never a real agent id or a possible phone number, so g
 bodies and path ids are mixed with real ones (a seeded agent, owned caller ID, valid numbers,
 calls the run created): that drives requests past validation into the services."""
 
+import asyncio
 import json
 import os
 import re
@@ -17,10 +18,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import schemathesis
@@ -32,6 +36,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from tests.conftest import BACKENDS, PG_ADMIN_DSN, _postgres_reachable
 
 # Random examples per operation, on top of the coverage phase's systematic cases; fixed seed.
 # A deeper, randomised hunt: OUTDIAL_FUZZ_EXAMPLES=500 pytest tests/test_api_fuzz.py
@@ -80,13 +86,48 @@ def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) ->
     pytest.fail(f"outdial serve did not become healthy in {STARTUP_TIMEOUT}s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`outdial serve` on a free port over a fresh SQLite file, with one funded tenant."""
+async def _pg_admin(statement: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+@contextmanager
+def _fuzz_database(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh SQLite file, or a fresh PostgreSQL database dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / 'outdial.db'}"
+        return
+    problem = asyncio.run(_postgres_reachable())
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    name = f"outdial_fuzz_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def fuzz_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """`outdial serve` on a free port over a fresh database (SQLite, then PostgreSQL), with
+    one funded tenant."""
     workdir = tmp_path_factory.mktemp("fuzz")
+    with _fuzz_database(request.param, workdir) as url:
+        yield from _serving(workdir, url)
+
+
+def _serving(workdir: Path, database_url: str) -> Iterator[Server]:
     env = {
         **os.environ,
-        "OUTDIAL_DATABASE_URL": f"sqlite:///{workdir / 'outdial.db'}",
+        "OUTDIAL_DATABASE_URL": database_url,
         "OUTDIAL_TELEPHONY_PROVIDER": "simulated",
         "OUTDIAL_SIMULATED_SPEED": "100",
     }
