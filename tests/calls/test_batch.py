@@ -332,3 +332,19 @@ async def test_idempotency_keys_are_per_tenant(client, tenant, agent, make_tenan
     other = await make_tenant()
     response = await post_batch(client, other, body, **{"Idempotency-Key": "same"})
     assert response.status_code == 404  # evaluated afresh for the other tenant: not its agent
+
+
+async def test_an_empty_or_overlong_idempotency_key_is_400_and_queues_nothing(
+    client, tenant, agent
+) -> None:
+    body = with_agent(SEED_SIMPLE, agent)
+    for key in ("", "k" * 256):
+        response = await post_batch(client, tenant, body, **{"Idempotency-Key": key})
+        assert response.status_code == 400, response.text
+        assert error_code(response) == "validation_error"
+        assert "Idempotency-Key" in response.json()["error"]["message"]
+    stats = (await client.get("/v1/calls/queue/stats", headers=tenant.headers)).json()
+    assert stats["waiting"] == 0
+    assert (
+        await post_batch(client, tenant, body, **{"Idempotency-Key": "k" * 255})
+    ).status_code == 202

@@ -135,3 +135,18 @@ async def test_an_idempotency_key_replays_a_csv_upload(client, tenant, agent) ->
     assert other.status_code == 422
     assert error_code(other) == "idempotency_key_reused"
     assert len(await all_contacts(client, tenant, campaign_id)) == 2
+
+
+async def test_an_overlong_idempotency_key_refuses_a_csv_upload_whole(
+    client, tenant, agent
+) -> None:
+    campaign_id = await create_campaign(client, tenant, agent["id"])
+    headers = {**tenant.headers, **CSV, "Idempotency-Key": "u" * 256}
+    response = await client.post(
+        f"/v1/campaigns/{campaign_id}/contacts",
+        content=chunks(b"phone_number\n+15557770001\n", 7),
+        headers=headers,
+    )
+    assert response.status_code == 400, response.text
+    assert error_code(response) == "validation_error"
+    assert await all_contacts(client, tenant, campaign_id) == []
