@@ -2,32 +2,44 @@
 
 import asyncio
 import json
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-import uvicorn
-from alembic.util import CommandError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from outdial import migrate
-from outdial.billing import service as billing
+from outdial.agents import demo as demo_agent
+from outdial.client import calls as client_calls
+from outdial.client import campaigns as client_campaigns
+from outdial.client import dnc as client_dnc
+from outdial.client import queue as client_queue
 from outdial.config import get_settings
-from outdial.db import create_engine, create_sessionmaker
 from outdial.errors import OutdialError
-from outdial.tenants import service as tenants
+from outdial.observability.logs import configure_logging_from
+from outdial.permissions.schemas import country_code
+from outdial.process import freeze_startup_objects, run_process
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+# What a command needs beyond this is imported in the command: SQLAlchemy, Alembic, FastAPI
+# and the services cost over a second of start-up, and `outdial --help` or an API client
+# command needs none of them.
 
 app = typer.Typer(help="outdial: outbound calling for AI voice agents.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Create and change tenants.", no_args_is_help=True)
 credits_app = typer.Typer(help="Top up tenants' credits.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(credits_app, name="credits")
+# The API from the terminal (OUTDIAL_API_URL, OUTDIAL_API_KEY): outdial/client/.
+app.add_typer(client_campaigns.app, name="campaign")
+app.add_typer(client_calls.app, name="calls")
+app.add_typer(client_queue.app, name="queue")
+app.add_typer(client_dnc.app, name="dnc")
+app.command("demo-agent")(demo_agent.command)
 
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -65,8 +77,13 @@ def _name(value: str) -> str:
     return name
 
 
-def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def _in_transaction(work: Callable[["AsyncSession"], Awaitable[T]]) -> T:
     """Bring the schema up to date, then run `work` in one committed transaction."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from outdial import migrate
+    from outdial.db import create_engine, create_sessionmaker
 
     async def run() -> T:
         url = get_settings().database_url
@@ -96,6 +113,8 @@ def _print_json(value: object) -> None:
 @app.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema up to date."""
+    from outdial import migrate
+
     asyncio.run(migrate.upgrade(get_settings().database_url))
     err.print("schema is up to date")
 
@@ -107,37 +126,75 @@ def serve(
     first_run_hint: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Serve the API (schema migrated first)."""
+    from outdial import migrate
+
+    configure_logging_from(get_settings())
     asyncio.run(migrate.upgrade(get_settings().database_url))
     if first_run_hint:
         _print_first_call_hint(host, port)
     from outdial.app import create_app
+    from outdial.observability.server import run_api_server
 
-    uvicorn.run(create_app(with_dialer=True), host=host, port=port, log_level="info")
+    application = create_app(with_dialer=True)
+    freeze_startup_objects()
+    run_api_server(application, host=host, port=port)
 
 
 @app.command()
 def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
     """Serve the API only (run as many as you like)."""
     from outdial.app import create_app
+    from outdial.observability.server import run_api_server
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    configure_logging_from(get_settings())
+    application = create_app()
+    freeze_startup_objects()
+    run_api_server(application, host=host, port=port)
 
 
 @app.command()
-def dialer() -> None:
+def dialer(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve this dialer's /metrics on this port [env OUTDIAL_DIALER_METRICS_PORT].",
+        ),
+    ] = None,
+) -> None:
     """Run a dialer: any number of them on PostgreSQL. Stops gracefully on SIGTERM/SIGINT."""
     from outdial.dialer.worker import run_dialer
+    from outdial.observability.server import serve_metrics
+    from outdial.wiring import plug_all
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    plug_all()
+    settings = get_settings()
+    configure_logging_from(settings)
+    port = metrics_port if metrics_port is not None else settings.dialer_metrics_port
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run_dialer(get_settings(), stop)
+        metrics = (
+            serve_metrics(settings, host=settings.dialer_metrics_host, port=port, stop=stop)
+            if port is not None
+            else stop.wait()
+        )
+        await asyncio.gather(run_dialer(settings, stop), metrics)
 
-    asyncio.run(main())
+    freeze_startup_objects()
+    run_process(main())
+
+
+@app.command()
+def webhooks() -> None:
+    """Send webhooks: any number of delivery processes on PostgreSQL. Stops on SIGTERM/SIGINT."""
+    from outdial.webhooks.worker import main
+
+    main()
 
 
 def _print_first_call_hint(host: str, port: int) -> None:
@@ -145,11 +202,13 @@ def _print_first_call_hint(host: str, port: int) -> None:
     err.print(
         f"""[bold]outdial[/bold] on {base} — API docs at {base}/docs
 
-Make a first call, from another shell:
+Make a first call, from another shell (the demo agent greets each call, then echoes it):
+  .venv/bin/outdial demo-agent --port 8765 &
   KEY=$(.venv/bin/outdial tenant create --name demo --credits 100 | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
   curl -s -X POST {base}/v1/numbers -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{{"phone_number": "+15559990000"}}'
-  AGENT=$(curl -s -X POST {base}/v1/agents -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{{"name": "demo", "rate_per_minute": 0.1}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  AGENT=$(curl -s -X POST {base}/v1/agents -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d '{{"name": "demo", "rate_per_minute": 0.1, "stream_url": "ws://127.0.0.1:8765"}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   curl -s -X POST {base}/v1/calls/batch -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' -d "{{\\"agent_id\\": \\"$AGENT\\", \\"to\\": [\\"+15559990001\\", \\"+15559990002\\"]}}"
+The demo agent prints each call: what it heard from the callee and what it said back.
 """,  # noqa: E501
         soft_wrap=True,  # the commands must stay copy-pastable, whatever the terminal's width
     )
@@ -173,11 +232,14 @@ def tenant_create(
     ] = None,
 ) -> None:
     """Create a tenant; prints {"tenant_id", "api_key"} as JSON."""
+    from outdial.billing import service as billing
+    from outdial.tenants import service as tenants
+
     settings = get_settings()
     name = _name(name)
     amount = _credits(credits)
 
-    async def work(session: AsyncSession) -> tuple[str, str]:
+    async def work(session: "AsyncSession") -> tuple[str, str]:
         tenant, key = await tenants.create_tenant(
             session,
             name=name,
@@ -200,8 +262,9 @@ def tenant_update(
     ] = None,
 ) -> None:
     """Change a tenant's limits; prints them as JSON."""
+    from outdial.tenants import service as tenants
 
-    async def work(session: AsyncSession) -> dict[str, object]:
+    async def work(session: "AsyncSession") -> dict[str, object]:
         tenant = await tenants.update_limits(
             session,
             tenant_id=tenant_id,
@@ -217,15 +280,90 @@ def tenant_update(
     _print_json(_in_transaction(work))
 
 
+def _country_codes(values: list[str] | None) -> list[str]:
+    try:
+        return [country_code(value) for value in values or ()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@tenant_app.command("dialing-permissions")
+def tenant_dialing_permissions(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant.")],
+    allow_country: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Allow calls to this country (ISO 3166-1 alpha-2 code, or 001 for "
+            "non-geographic numbers); repeatable.",
+            callback=_country_codes,
+        ),
+    ] = None,
+    disallow_country: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Take a country off the allowed list (its caller IDs' countries stay "
+            "allowed unless --no-caller-id-countries); repeatable.",
+            callback=_country_codes,
+        ),
+    ] = None,
+    caller_id_countries: Annotated[
+        bool | None,
+        typer.Option(
+            "--caller-id-countries/--no-caller-id-countries",
+            help="Whether the countries of the tenant's caller IDs are allowed [default: yes].",
+            show_default=False,
+        ),
+    ] = None,
+    allow_premium_rate: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-premium-rate/--no-allow-premium-rate",
+            help="Whether premium-rate and shared-cost numbers may be called [default: no].",
+            show_default=False,
+        ),
+    ] = None,
+    allow_high_risk: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-high-risk/--no-allow-high-risk",
+            help="Whether the documented high-risk (revenue-share) ranges may be called "
+            "[default: no].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Show or change where a tenant may call; prints its dialing permissions as JSON."""
+    from outdial.permissions import service as permissions
+    from outdial.permissions.routes import permissions_out
+
+    changes = permissions.PermissionChanges(
+        allow_countries=allow_country or [],
+        disallow_countries=disallow_country or [],
+        caller_id_countries=caller_id_countries,
+        allow_premium_rate=allow_premium_rate,
+        allow_high_risk=allow_high_risk,
+    )
+
+    async def work(session: "AsyncSession") -> dict[str, object]:
+        changed = await permissions.change_dialing_permissions(
+            session, tenant_id=tenant_id, changes=changes
+        )
+        return {"tenant_id": tenant_id, **permissions_out(changed).model_dump()}
+
+    _print_json(_in_transaction(work))
+
+
 @credits_app.command("add")
 def credits_add(
     tenant_id: Annotated[str, typer.Argument(help="The tenant to top up.")],
     amount: Annotated[str, typer.Argument(help="Credits to add.")],
 ) -> None:
     """Add credits to a tenant; prints the new balance as JSON."""
+    from outdial.billing import service as billing
+
     micros = billing.to_micros(_credits(amount, positive=True))
 
-    async def work(session: AsyncSession) -> int:
+    async def work(session: "AsyncSession") -> int:
         return await billing.add_credits(session, tenant_id=tenant_id, amount_micros=micros)
 
     balance = _in_transaction(work)

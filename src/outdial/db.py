@@ -1,22 +1,27 @@
 import json
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import Request
+import asyncpg
 from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
     Integer,
     MetaData,
+    String,
     Table,
+    Text,
     any_,
     bindparam,
+    cast,
     event,
     func,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -29,7 +34,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 NAMING_CONVENTION = {
@@ -74,6 +79,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+TEXT = String()
+TIMESTAMP = DateTime(timezone=True)
+"""Types of the row fields `update_rows` sends as arrays."""
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def async_url(url: str) -> str:
     """Map the user-facing database URL onto the async driver we use for it."""
     parsed = make_url(url)
@@ -103,7 +117,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    engine = create_async_engine(async_url(url), **kwargs)
+    # Errors never show bound parameters: they hold key digests and phone numbers.
+    engine = create_async_engine(async_url(url), hide_parameters=True, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -111,19 +126,6 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; committed before the response is sent, rolled back on error."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with sessionmaker() as session:
-        try:
-            yield session
-        except BaseException:
-            await session.rollback()
-            raise
-        else:
-            await session.commit()
 
 
 _SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
@@ -154,6 +156,24 @@ def _memoized(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | No
     return cached
 
 
+def _records(
+    table: Table, rows: list[dict[str, Any]], dialect: str
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and driver-ready records for rows of `table` (all with the same keys)."""
+    names = list(rows[0])
+    columns = []
+    for name in names:
+        values = [row[name] for row in rows]
+        convert = _memoized(_bulk_converter(table.c[name], dialect))
+        columns.append(values if convert is None else [convert(v) for v in values])
+    return names, list(zip(*columns, strict=True))
+
+
+async def _driver(session: AsyncSession) -> Any:
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
 async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the session's transaction through the driver's fastest path, with
     no per-row ORM work: binary COPY on PostgreSQL (measured ~40% cheaper than one
@@ -164,22 +184,115 @@ async def bulk_insert(session: AsyncSession, table: Table, rows: list[dict[str, 
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    names = list(rows[0])
-    columns = []
-    for name in names:
-        values = [row[name] for row in rows]
-        convert = _memoized(_bulk_converter(table.c[name], dialect))
-        columns.append(values if convert is None else [convert(v) for v in values])
-    records = list(zip(*columns, strict=True))
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
+    names, records = _records(table, rows, dialect)
+    driver = await _driver(session)
     if dialect == "postgresql":
         await driver.copy_records_to_table(table.name, records=records, columns=names)
     else:
-        placeholders = ", ".join("?" * len(names))
-        await driver.executemany(
-            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders})", records
+        await driver.executemany(_sqlite_insert(table, names), records)
+
+
+def _sqlite_insert(table: Table, names: list[str], suffix: str = "") -> str:
+    placeholders = ", ".join("?" * len(names))
+    return f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders}){suffix}"
+
+
+async def insert_ignoring_duplicates(
+    session: AsyncSession,
+    table: Table,
+    names: Sequence[str],
+    records: list[tuple[Any, ...]],
+    *,
+    likely_duplicates: bool = False,
+) -> int:
+    """Insert many rows (a tuple each, in `names` order, JSON columns as JSON text), skipping
+    those a unique index already holds; answers how many went in. On PostgreSQL a binary
+    COPY inside a savepoint (most chunks of an import hold no duplicate, and COPY costs half
+    of `INSERT … ON CONFLICT DO NOTHING`), redone as the latter from arrays when it meets
+    one (at once with `likely_duplicates`: a list imported again is duplicates throughout);
+    on SQLite `executemany`, counted by the changes it made. Rows as tuples, not dicts: an
+    import sends millions."""
+    if not records:
+        return 0
+    names = list(names)
+    driver = await _driver(session)
+    if not is_postgres(session):
+        records = _sqlite_ready(table, names, records)
+        before = await session.scalar(text("SELECT total_changes()"))
+        await driver.executemany(_sqlite_insert(table, names, " ON CONFLICT DO NOTHING"), records)
+        return int(await session.scalar(text("SELECT total_changes()"))) - int(before)
+    if not likely_duplicates:
+        # Through the session, which begins its transaction first if it has not yet.
+        await session.execute(text("SAVEPOINT bulk_insert"))
+        try:
+            await driver.copy_records_to_table(table.name, records=records, columns=names)
+        except asyncpg.UniqueViolationError:
+            await session.execute(text("ROLLBACK TO SAVEPOINT bulk_insert"))
+        else:
+            return len(records)
+        finally:
+            await session.execute(text("RELEASE SAVEPOINT bulk_insert"))
+    arrays = select(
+        *(
+            _from_wire(
+                func.unnest(literal(list(values), ARRAY(_wire_type(table.c[name])))),
+                table.c[name],
+            ).label(name)
+            for name, values in zip(names, zip(*records, strict=True), strict=True)
         )
+    )
+    result = await session.execute(
+        pg_insert(table).from_select(names, arrays).on_conflict_do_nothing()
+    )
+    return int(result.rowcount)
+
+
+def _sqlite_ready(
+    table: Table, names: list[str], records: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """Records with their timestamps in SQLite's text form (JSON is already text)."""
+    converters = [
+        _memoized(_bulk_converter(table.c[name], "sqlite"))
+        if isinstance(table.c[name].type, UTCDateTime)
+        else None
+        for name in names
+    ]
+    if not any(converters):
+        return records
+    return [
+        tuple(v if c is None else c(v) for v, c in zip(record, converters, strict=True))
+        for record in records
+    ]
+
+
+def _wire_type(column: Any) -> TypeEngine[Any]:
+    """The type a column's bulk-ready values travel as (JSON is sent as its text)."""
+    if isinstance(column.type, JSON):
+        return Text()
+    if isinstance(column.type, UTCDateTime):
+        return TIMESTAMP
+    return column.type
+
+
+def _from_wire(value: Any, column: Any) -> Any:
+    return cast(value, JSONB) if isinstance(column.type, JSON) else value
+
+
+async def advisory_xact_lock(session: AsyncSession, key: str) -> None:
+    """Serialise the transactions that take `key`, until they end. On PostgreSQL an advisory
+    lock; SQLite needs none (every write transaction is `BEGIN IMMEDIATE`, serial already)."""
+    if is_postgres(session):
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
+async def try_advisory_xact_lock(session: AsyncSession, key: str) -> bool:
+    """`advisory_xact_lock` that gives up at once: False if another transaction holds `key`.
+    Taking it again in the same transaction succeeds (advisory locks are re-entrant)."""
+    if not is_postgres(session):
+        return True
+    return bool(
+        await session.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    )
 
 
 def one_of(session: AsyncSession, column: Any, values: Collection[Any]) -> Any:
@@ -239,3 +352,58 @@ def dialect_insert(session: AsyncSession, table: Any) -> Any:
 def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
     """`INSERT … ON CONFLICT DO NOTHING` in the session's dialect."""
     return dialect_insert(session, table).on_conflict_do_nothing()
+
+
+# --- wake-ups --------------------------------------------------------------------------------
+
+_LOCAL_LISTENERS: dict[str, set[Callable[[], None]]] = {}
+_PENDING_NOTIFY = "outdial.notify"
+
+
+async def notify(session: AsyncSession, channel: str) -> None:
+    """Wake whoever listens on `channel` once this transaction commits (never if it rolls
+    back): PostgreSQL's NOTIFY reaches every process; on SQLite (one process serves it all)
+    the listeners of this process are called."""
+    if is_postgres(session):
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channel})
+    else:
+        session.sync_session.info.setdefault(_PENDING_NOTIFY, set()).add(channel)
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_local_listeners(session: Session) -> None:
+    for channel in session.info.pop(_PENDING_NOTIFY, ()):
+        for wake in list(_LOCAL_LISTENERS.get(channel, ())):
+            wake()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_notifications(session: Session) -> None:
+    session.info.pop(_PENDING_NOTIFY, None)
+
+
+@asynccontextmanager
+async def listening(url: str, channel: str, wake: Callable[[], None]) -> AsyncIterator[None]:
+    """Call `wake` whenever a committed transaction `notify`s `channel`, for as long as the
+    block runs: on PostgreSQL through a connection of its own that LISTENs; on SQLite
+    through this process's listeners. A listener that cannot connect is left out (the
+    caller polls anyway); it never fails the block."""
+    if make_url(url).get_backend_name() != "postgresql":
+        listeners = _LOCAL_LISTENERS.setdefault(channel, set())
+        listeners.add(wake)
+        try:
+            yield
+        finally:
+            listeners.discard(wake)
+        return
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        connection = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError):
+        yield
+        return
+    try:
+        await connection.add_listener(channel, lambda *_: wake())
+        yield
+    finally:
+        await connection.close()

@@ -2,15 +2,17 @@
 
 from outdial.agents.models import Agent
 from outdial.billing.models import LedgerEntry
-from outdial.calls.models import Call, DialJob, Participant
+from outdial.calls.models import Call, Participant
 from outdial.campaigns.models import Campaign, CampaignContact
 from outdial.db import Base
-from outdial.dialer.models import CallerPacing, DialAttempt, DialerLease
-from outdial.dnc.models import DncEntry
-from outdial.idempotency import IdempotencyRecord
+from outdial.dialer.models import CallerPacing, DialAttempt, DialerLease, DialJob
+from outdial.dnc.models import DncEntry, DncImport
+from outdial.idempotency.models import IdempotencyRecord
 from outdial.keys.models import ApiKey
 from outdial.numbers.models import PhoneNumber
+from outdial.ratelimit.models import RateCounter
 from outdial.tenants.models import Tenant
+from outdial.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 metadata = Base.metadata
 
@@ -25,10 +27,15 @@ __all__ = [
     "DialJob",
     "DialerLease",
     "DncEntry",
+    "DncImport",
     "IdempotencyRecord",
     "LedgerEntry",
     "Participant",
     "PhoneNumber",
+    "RateCounter",
     "Tenant",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

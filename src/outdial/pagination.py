@@ -1,6 +1,8 @@
-from typing import Annotated, Any, Generic, TypeVar
+"""Keyset pagination: pages keyed by a unique, sortable id (routes take the page asked for
+through `pagination_query.page_params`)."""
 
-from fastapi import Query
+from typing import Any, Generic, TypeVar
+
 from pydantic import BaseModel
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute
@@ -9,6 +11,13 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+
+CURSOR_PATTERN = (
+    r"^([a-z]+_[0-9a-f]{12,28}"  # an id (outdial.ids.new_id; a delivery's is shorter)
+    r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # an agent's UUID
+    r"|\+[1-9][0-9]{1,14})$"  # a number, in the lists of numbers
+)
+"""A cursor is the key of the last item of a page (what `next_cursor` gives): one of these."""
 
 
 class Page(BaseModel, Generic[T]):
@@ -19,13 +28,6 @@ class Page(BaseModel, Generic[T]):
 class PageParams(BaseModel):
     limit: int = DEFAULT_LIMIT
     after: str | None = None
-
-
-def page_params(
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    after: Annotated[str | None, Query(max_length=255)] = None,
-) -> PageParams:
-    return PageParams(limit=limit, after=after)
 
 
 def paginate(stmt: Select[Any], key: InstrumentedAttribute[Any], params: PageParams) -> Select[Any]:

@@ -1,34 +1,25 @@
-"""`Idempotency-Key` on creating POSTs: a retry replays the first answer and creates nothing."""
+"""The `Idempotency-Key` dependency of creating POSTs: a retry replays the first answer and
+creates nothing."""
 
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import Integer, String, delete
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
-from outdial.db import Base, JSONType, UTCDateTime, utcnow
+from outdial.db import utcnow
+from outdial.error_handlers import Answered
 from outdial.errors import Unprocessable, ValidationFailed
-
-MAX_KEY_LENGTH = 255
-
-
-class IdempotencyRecord(Base):
-    __tablename__ = "idempotency_keys"
-
-    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    status_code: Mapped[int | None] = mapped_column(Integer)
-    response: Mapped[Any] = mapped_column(JSONType, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+from outdial.idempotency.models import IdempotencyRecord
+from outdial.keys.auth import AnyKey, Session
+from outdial.validation import MAX_IDEMPOTENCY_KEY_LENGTH
 
 
 def _fingerprint(method: str, path: str, body: bytes) -> str:
@@ -68,10 +59,12 @@ async def _committed_record(
     return record
 
 
-def _key_of(request: Request) -> str | None:
+def key_of(request: Request) -> str | None:
+    """The request's Idempotency-Key, if any (400 if it is empty or too long)."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise ValidationFailed(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        limit = MAX_IDEMPOTENCY_KEY_LENGTH
+        raise ValidationFailed(f"Idempotency-Key must be 1 to {limit} characters.")
     return key
 
 
@@ -103,19 +96,33 @@ async def _claim_or_replay(
     return record
 
 
-async def idempotent(
-    request: Request,
-    session: AsyncSession,
-    *,
-    tenant_id: str,
-    status_code: int,
-    create: Callable[[], Awaitable[BaseModel]],
-) -> JSONResponse:
-    """Run `create` once per Idempotency-Key; the key is claimed in the creating transaction,
-    so a concurrent retry waits for it and then replays its answer."""
-    key = _key_of(request)
+class Once:
+    """A creating route's answer, given once per Idempotency-Key: what `answer` (or `keep`)
+    is given is stored with the key in the creating transaction, and a retry replays it."""
+
+    def __init__(self, record: IdempotencyRecord | None) -> None:
+        self._record = record
+
+    def keep(self, body: BaseModel, status_code: int) -> dict[str, Any]:
+        """Store `body` as what a retry answers; its JSON."""
+        data = body.model_dump(mode="json")
+        if self._record is not None:
+            self._record.status_code = status_code
+            self._record.response = data
+        return data
+
+    def answer(self, body: BaseModel, status_code: int) -> JSONResponse:
+        """Answer `body`, and a retry the same."""
+        return JSONResponse(self.keep(body, status_code), status_code)
+
+
+async def once(request: Request, session: Session, principal: AnyKey) -> Once:
+    """Claim the request's Idempotency-Key (if it has one) in the route's transaction, before
+    the route runs; a retry of a request that claimed it is answered what that one answered
+    (`Answered`), and the route does not run. A concurrent retry waits for the first."""
+    key = key_of(request)
     if key is None:
-        return JSONResponse((await create()).model_dump(mode="json"), status_code)
+        return Once(None)
     body_fingerprint = _fingerprint(request.method, request.url.path, await request.body())
 
     async def fingerprint() -> str:
@@ -124,17 +131,19 @@ async def idempotent(
     record = await _claim_or_replay(
         request,
         session,
-        tenant_id=tenant_id,
+        tenant_id=principal.tenant_id,
         key=key,
         fingerprint=fingerprint,
         claim_with=body_fingerprint,
     )
     if isinstance(record, JSONResponse):
-        return record
-    body = (await create()).model_dump(mode="json")
-    record.status_code = status_code
-    record.response = body
-    return JSONResponse(body, status_code)
+        raise Answered(record)
+    return Once(record)
+
+
+Idempotent = Annotated[Once, Depends(once)]
+"""A creating POST's dependency: declare it after the route's key (`SecretKey`), so that a
+key that may not use the route is refused before its Idempotency-Key is claimed."""
 
 
 async def idempotent_stream(
@@ -148,7 +157,7 @@ async def idempotent_stream(
     """`idempotent` for a body too large to hold (a streamed CSV): `create` reads the body as
     it arrives, and the fingerprint is hashed from the same chunks (raw bytes, as
     `_fingerprint` takes a body that is not JSON)."""
-    key = _key_of(request)
+    key = key_of(request)
     if key is None:
         return JSONResponse((await create(request.stream())).model_dump(mode="json"), status_code)
     digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
@@ -178,4 +187,4 @@ async def idempotent_stream(
     return JSONResponse(body, status_code)
 
 
-__all__ = ["IdempotencyRecord", "idempotent", "idempotent_stream"]
+__all__ = ["IdempotencyRecord", "Idempotent", "Once", "idempotent_stream"]
