@@ -1,8 +1,14 @@
-"""When a job may be dialed: calling windows judged in the recipient's local time.
+"""When a job may be dialed: calling windows and state rules judged in the recipient's local
+time.
 
 Pure functions, no I/O. The dialer calls `next_allowed_at` for every job it claims, so the
 common case (the window is open now) costs one `astimezone` call per zone, and everything else
 is a bisect in intervals computed once per UTC day (integer arithmetic, cached).
+
+State rules (state_rules.py), where asked for, add the hours of the number's state on top of
+the window: judged in the contact's own zone where one is given, else in every zone the number
+may be in (libphonenumber's, and those of area codes it knows only one zone of), or in the
+zone the law itself names. A job must be inside the window and inside its state's hours.
 
 Semantics (API.md, "Dialing rules"):
 
@@ -29,6 +35,7 @@ count on the zone's wall clock, so a local day is `local // 86400` and needs no 
 
 import bisect
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -37,6 +44,7 @@ import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
 from outdial.calls.schemas import ALL_DAYS, CallingWindow
+from outdial.dialer.state_rules import StateRule, rule_for, split_zones
 from outdial.phones import _parse_plain_e164
 
 HORIZON = timedelta(days=8)
@@ -48,9 +56,15 @@ _EPOCH_WEEKDAY = 3
 _UNKNOWN_ZONE = "Etc/Unknown"
 _CLOCK_CHECK_MAX_ZONES = 4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NO_WINDOW_FALLBACK = "UTC"
 
 Interval = tuple[int, int]
 """[start, end) in UTC epoch seconds."""
+Rule = tuple[int, int, frozenset[int]]
+"""(start, end) in minutes after local midnight and the allowed start weekdays (Monday = 0)."""
+Constraint = tuple[ZoneInfo, tuple[Rule, ...]]
+"""A zone and the rules of which its clock must satisfy at least one (a state's hours may
+differ by weekday: Texas allows 9-21 Monday to Saturday and 12-21 on Sundays)."""
 
 
 def candidate_zones(
@@ -64,33 +78,127 @@ def candidate_zones(
     (the +1555... test numbers), `window.fallback_timezone`. An unknown zone name raises
     `zoneinfo.ZoneInfoNotFoundError`: names are validated where they enter the system.
     """
-    if window.timezone != "recipient":
-        return (ZoneInfo(window.timezone),)
+    return _candidate_zones(window.timezone, contact_timezone, number, window.fallback_timezone)
+
+
+def _candidate_zones(
+    timezone: str, contact_timezone: str | None, number: str, fallback_timezone: str
+) -> tuple[ZoneInfo, ...]:
+    if timezone != "recipient":
+        return (ZoneInfo(timezone),)
     if contact_timezone:
         return (ZoneInfo(contact_timezone),)
-    return _number_zones(number) or (ZoneInfo(window.fallback_timezone),)
+    return _number_zones(number) or (ZoneInfo(fallback_timezone),)
 
 
 def next_allowed_at(
-    window: CallingWindow, *, number: str, contact_timezone: str | None, now: datetime
+    window: CallingWindow | None,
+    *,
+    number: str,
+    contact_timezone: str | None,
+    now: datetime,
+    state_rules: bool = False,
 ) -> datetime | None:
     """The earliest instant >= `now` at which a call to `number` is inside `window` in every
-    candidate zone (see `candidate_zones`), in UTC; None if there is none within 8 days.
+    candidate zone (see `candidate_zones`) and, with `state_rules`, inside the hours of the
+    number's state (see `judged_in`), in UTC; None if there is none within 8 days.
 
     When `now` is already inside everywhere the answer is `now` (the same object when `now`
     is in UTC), which the dialer reads as "dial it". `now` must be timezone-aware.
     """
+    judged = judged_in(
+        window, number=number, contact_timezone=contact_timezone, state_rules=state_rules
+    )
+    return allowed_from(judged, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """Where and by what a call is judged: the window's zones, and the state rule with the
+    zones its hours are judged in (empty when no state rule applies)."""
+
+    window_zones: tuple[ZoneInfo, ...]
+    state_rule: StateRule | None
+    state_zones: tuple[ZoneInfo, ...]
+    constraints: tuple[Constraint, ...]
+
+
+def judged_in(
+    window: CallingWindow | None,
+    *,
+    number: str,
+    contact_timezone: str | None,
+    state_rules: bool,
+) -> Judged:
+    """What a call to `number` is judged by: `window` in its candidate zones (none without a
+    window) and, with `state_rules`, the number's state's hours in the called party's zones
+    (the contact's, else the number's own including those `split_zones` adds, else the
+    window's fallback zone; or the one zone the law names)."""
+    if window is None:
+        return _judged(None, None, _NO_WINDOW_FALLBACK, number, contact_timezone, state_rules)
+    return _judged(
+        _rule(window.start, window.end, tuple(window.days)),
+        window.timezone,
+        window.fallback_timezone,
+        number,
+        contact_timezone,
+        state_rules,
+    )
+
+
+@lru_cache(maxsize=65_536)
+def _judged(
+    window_rule: Rule | None,
+    window_timezone: str | None,
+    fallback_timezone: str,
+    number: str,
+    contact_timezone: str | None,
+    state_rules: bool,
+) -> Judged:
+    """Cached: every claim judges its jobs, and a number is judged again each time its job is
+    rescheduled; this costs a few microseconds, the open-window check about two."""
+    constraints: list[Constraint] = []
+    window_zones: tuple[ZoneInfo, ...] = ()
+    if window_rule is not None:
+        assert window_timezone is not None
+        window_zones = _candidate_zones(
+            window_timezone, contact_timezone, number, fallback_timezone
+        )
+        constraints.extend((zone, (window_rule,)) for zone in window_zones)
+    state_rule = rule_for(number) if state_rules else None
+    state_zones: tuple[ZoneInfo, ...] = ()
+    if state_rule is not None:
+        state_zones = _state_zones(state_rule, number, contact_timezone, fallback_timezone)
+        rules = tuple(_rule(start, end, days) for start, end, days in state_rule.hours)
+        constraints.extend((zone, rules) for zone in state_zones)
+    return Judged(window_zones, state_rule, state_zones, tuple(constraints))
+
+
+def _state_zones(
+    rule: StateRule, number: str, contact_timezone: str | None, fallback_timezone: str
+) -> tuple[ZoneInfo, ...]:
+    if rule.zone is not None:
+        return (ZoneInfo(rule.zone),)
+    if contact_timezone:
+        return (ZoneInfo(contact_timezone),)
+    zones = _number_zones(number)
+    extra = tuple(ZoneInfo(name) for name in split_zones(number))
+    return tuple(dict.fromkeys(zones + extra)) or (ZoneInfo(fallback_timezone),)
+
+
+def allowed_from(judged: Judged, now: datetime) -> datetime | None:
+    """The earliest instant >= `now` inside every one of `judged`'s constraints, in UTC;
+    None if there is none within 8 days (`now` itself when it is inside already)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    zones = candidate_zones(window, number=number, contact_timezone=contact_timezone)
-    rule = _rule(window.start, window.end, tuple(window.days))
+    constraints = judged.constraints
     # Reading each zone's clock is the cheapest check for a number with a zone or two. For a
     # number with many (a toll-free one has 42), a bisect in the day's cached intervals is.
-    if len(zones) <= _CLOCK_CHECK_MAX_ZONES and all(
-        _inside(rule, now.astimezone(zone)) for zone in zones
+    if len(constraints) <= _CLOCK_CHECK_MAX_ZONES and all(
+        _inside_any(rules, now.astimezone(zone)) for zone, rules in constraints
     ):
         return now if now.tzinfo is UTC else now.astimezone(UTC)
-    return _next_opening(rule, zones, now)
+    return _next_opening(constraints, now)
 
 
 # -- zones of a number ------------------------------------------------------------------------
@@ -121,10 +229,6 @@ def _zones_named(names: tuple[str, ...]) -> tuple[ZoneInfo, ...]:
 # -- the rule and the open-window check -------------------------------------------------------
 
 
-Rule = tuple[int, int, frozenset[int]]
-"""(start, end) in minutes after local midnight and the allowed start weekdays (Monday = 0)."""
-
-
 @lru_cache(maxsize=1024)
 def _rule(start: str, end: str, days: tuple[str, ...]) -> Rule:
     return _minutes(start), _minutes(end), frozenset(ALL_DAYS.index(day) for day in days)
@@ -132,6 +236,10 @@ def _rule(start: str, end: str, days: tuple[str, ...]) -> Rule:
 
 def _minutes(hhmm: str) -> int:
     return int(hhmm[:2]) * 60 + int(hhmm[3:])
+
+
+def _inside_any(rules: tuple[Rule, ...], local: datetime) -> bool:
+    return any(_inside(rule, local) for rule in rules)
 
 
 def _inside(rule: Rule, local: datetime) -> bool:
@@ -152,12 +260,12 @@ def _inside(rule: Rule, local: datetime) -> bool:
 # -- allowed intervals over the horizon: the closed-window path, and the many-zone one --------
 
 
-def _next_opening(rule: Rule, zones: tuple[ZoneInfo, ...], now: datetime) -> datetime | None:
+def _next_opening(constraints: tuple[Constraint, ...], now: datetime) -> datetime | None:
     now_s = (now - _EPOCH) / timedelta(seconds=1)
     # Intervals are computed for a span anchored on now's UTC day, so every call on the same
     # day shares one cache entry; the span covers [now - 1 day, now + 9 days] whatever the time.
     day0 = int(now_s // _DAY) * _DAY
-    allowed = _allowed(rule, zones, day0)
+    allowed = _allowed(constraints, day0)
     # The first interval that has not ended by now; intervals are sorted and disjoint.
     index = bisect.bisect_right(allowed, now_s, key=lambda interval: interval[1])
     if index == len(allowed):
@@ -171,13 +279,21 @@ def _next_opening(rule: Rule, zones: tuple[ZoneInfo, ...], now: datetime) -> dat
 
 
 @lru_cache(maxsize=4096)
-def _allowed(rule: Rule, zones: tuple[ZoneInfo, ...], day0: int) -> tuple[Interval, ...]:
-    """The instants in [day0 - 1 day, day0 + 10 days) inside the window in every zone."""
+def _allowed(constraints: tuple[Constraint, ...], day0: int) -> tuple[Interval, ...]:
+    """The instants in [day0 - 1 day, day0 + 10 days) inside every constraint."""
     lo, hi = day0 - _DAY, day0 + 10 * _DAY
     result: Sequence[Interval] = [(lo, hi)]
-    for zone in zones:
-        result = _intersect(result, _zone_allowed(rule, zone, day0))
+    for zone, rules in constraints:
+        result = _intersect(result, _rules_allowed(rules, zone, day0))
     return tuple(result)
+
+
+@lru_cache(maxsize=4096)
+def _rules_allowed(rules: tuple[Rule, ...], zone: ZoneInfo, day0: int) -> tuple[Interval, ...]:
+    """The instants in [day0 - 1 day, day0 + 10 days) inside any of `rules` in one zone."""
+    if len(rules) == 1:
+        return _zone_allowed(rules[0], zone, day0)
+    return tuple(_merge(piece for rule in rules for piece in _zone_allowed(rule, zone, day0)))
 
 
 @lru_cache(maxsize=4096)

@@ -17,6 +17,7 @@ import httpx
 from outdial.telephony.base import (
     AttemptState,
     CallEvent,
+    CarrierUnreachable,
     DialRequest,
     EventSink,
     TelephonyProvider,
@@ -68,12 +69,13 @@ class RestCarrier(TelephonyProvider):
 
     async def place(self, request: DialRequest) -> str:
         """Ask the carrier to dial; answers its id for the call. A request that never left
-        (no connection) or that the carrier refused is remembered for `lookup`."""
+        (no connection: CarrierUnreachable) or that the carrier refused is remembered for
+        `lookup`."""
         try:
             call_id = await self._create_call(request)
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             self._remember(self._failed, request.attempt_id, AttemptState("never_received"))
-            raise
+            raise CarrierUnreachable(f"{self.name}: {self.http.base_url} {exc}") from exc
         except PlaceRefused:
             # Refused outright (bad number, caller ID or account): it will not go better on a
             # redial, so the attempt ends here instead of being queued again.

@@ -9,6 +9,13 @@ hang-ups and lookups. Machine detection is always on (synchronous): the answer c
 `Machine=true` when a machine picked up; the agent's `voicemail_behavior` decides whether the
 call is then hung up (`hangup`) or held (`leave_message`). Either way it ends as `voicemail`.
 
+An answered call whose agent has a `stream_url` runs a bidirectional `<Stream>` (μ-law at
+8 kHz, keepCallAlive: the call lasts as long as the stream): Plivo connects the agent and
+speaks its own stream protocol. Plivo's `extraHeaders` takes only letters and digits (512
+bytes at most), which cannot carry a phone number or the variables' JSON, so the call's
+custom parameters travel as query parameters of the stream URL. A machine is connected only
+when the agent leaves messages.
+
 Callbacks are signed with Plivo's V3 signature (X-Plivo-Signature-V3 and its nonce): base64
 HMAC-SHA256, keyed with the auth token, of the URL Plivo called (query sorted) followed by the
 sorted POST parameters, then "." and the nonce."""
@@ -18,12 +25,20 @@ import hashlib
 import hmac
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
-from xml.sax.saxutils import quoteattr
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 
-from outdial.telephony.base import AttemptState, CallEvent, DialRequest, EndReason, EventSink
+from outdial.telephony.base import (
+    AnsweredBy,
+    AttemptState,
+    CallEvent,
+    DialRequest,
+    EndReason,
+    EventSink,
+    StreamTarget,
+)
 from outdial.telephony.carrier import (
     ANSWER_HOLD_SECONDS,
     RestCarrier,
@@ -144,14 +159,37 @@ def ended_event(attempt_id: str, params: Mapping[str, str]) -> CallEvent:
     return CallEvent(attempt_id, "ended", now(), reason, talk)
 
 
-def answer_xml(params: Mapping[str, str], *, voicemail_behavior: str) -> str:
+def answered_by(params: Mapping[str, str]) -> AnsweredBy:
+    """Plivo's machine detection (`Machine`) as the stream's `answered_by`."""
+    machine = params.get("Machine", "").lower()
+    return {"true": "machine", "false": "human"}.get(machine, "unknown")  # type: ignore[return-value]
+
+
+def answer_xml(
+    params: Mapping[str, str], *, voicemail_behavior: str, stream: StreamTarget | None = None
+) -> str:
     """The Plivo XML the answer URL returns: hang up on a machine when the agent says so;
-    otherwise hold the line (the agent's media bridge is not in the contract yet)."""
-    if params.get("Machine", "").lower() == "true" and voicemail_behavior == "hangup":
+    connect the agent's stream when it has one; otherwise hold the line (silent)."""
+    by = answered_by(params)
+    if by == "machine" and voicemail_behavior == "hangup":
         body = "<Hangup/>"
+    elif stream is not None:
+        body = _stream(stream, by)
     else:
         body = f"<Wait length={quoteattr(str(ANSWER_HOLD_SECONDS))}/>"
     return f'<?xml version="1.0" encoding="UTF-8"?>\n<Response>{body}</Response>'
+
+
+def _stream(stream: StreamTarget, by: AnsweredBy) -> str:
+    parts = urlsplit(stream.url)
+    query = urlencode(
+        [*parse_qsl(parts.query, keep_blank_values=True), *stream.custom_parameters(by).items()]
+    )
+    url = urlunsplit(parts._replace(query=query))
+    return (
+        '<Stream bidirectional="true" keepCallAlive="true" audioTrack="inbound" '
+        f'contentType="audio/x-mulaw;rate=8000">{escape(url)}</Stream>'
+    )
 
 
 # --- the provider ------------------------------------------------------------------------------

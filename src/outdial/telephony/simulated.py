@@ -4,7 +4,16 @@ The outcome depends on the number's last two digits: 00-69 answered, 70-84 no an
 85-94 busy, 95-97 voicemail, 98-99 failed. Ring and talk times are divided by the speed
 factor. With a CDR path set, every dial received is appended there as one JSON line
 `{"attempt_id", "to", "from", "at"}` before `place` returns: the carrier's own record of what
-it was asked to dial, which tests count to prove nobody was dialed twice."""
+it was asked to dial, which tests count to prove nobody was dialed twice.
+
+A dial that carries a stream (its agent has a `stream_url`) opens it when answered, as a real
+carrier would: a person (`answered_by: human`) says "hello" (a second of synthetic audio)
+and listens; a machine does so only when the agent leaves messages (`leave_message`,
+`answered_by: machine`), and is hung up on otherwise, as without a stream. The agent closing
+its socket hangs up; an agent that cannot be reached or sends no audio within 2 s (real
+seconds: the agent is real) ends the call `agent_unavailable`. What the agent sent is
+recorded in the CDR as a second line for that attempt, `{"attempt_id", "kind": "media",
+"agent_frames", "agent_bytes"}`, written when the call ends (dial lines have no `kind`)."""
 
 import asyncio
 import json
@@ -15,13 +24,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from outdial.telephony.base import (
+    AnsweredBy,
     AttemptState,
     CallEvent,
     DialRequest,
     EndReason,
     EventSink,
+    StreamTarget,
     TelephonyProvider,
 )
+from outdial.telephony.media.agent import AgentStream, StreamEnd
+from outdial.telephony.media.clock import PacketClock
+from outdial.telephony.media.g711 import FRAME_BYTES
+from outdial.telephony.media.tones import callee_hello
 
 ENDED_REMEMBERED = 100_000
 ZERO_LATENCY_SECONDS = 0.001
@@ -55,6 +70,46 @@ def script_for(request: DialRequest) -> Script:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class SimulatedCallee:
+    """The far end of a simulated call that carries a stream: it says `callee_hello`, 20 ms a
+    tick of the packet clock, and plays (counts, and drops) what the agent sends."""
+
+    def __init__(self, target: StreamTarget, *, answered_by: AnsweredBy) -> None:
+        self.stream = AgentStream(target, answered_by=answered_by, on_end=self._agent_ended)
+        self._agent_end: asyncio.Future[StreamEnd] = asyncio.get_running_loop().create_future()
+        self._said = 0
+        self._clock: PacketClock | None = None
+
+    async def talk(self, seconds: float) -> StreamEnd | None:
+        """Talk for `seconds`, or until the agent ends the call (answered: how)."""
+        self.stream.start()
+        self._clock = PacketClock.of_running_loop()
+        self._clock.subscribe(self, self.tick)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._agent_end), seconds)
+        except TimeoutError:
+            return None  # the callee hung up
+
+    def tick(self) -> None:
+        """Say the next 20 ms of the clip, hear the agent's next 20 ms."""
+        hello = callee_hello()
+        if self._said < len(hello):
+            self.stream.send_audio(hello[self._said : self._said + FRAME_BYTES], self._said)
+            self._said += FRAME_BYTES
+        if self.stream.next_frame() is not None:
+            self.stream.played()
+
+    def close(self) -> None:
+        """The call is over: `stop` the stream unless the agent ended it."""
+        if self._clock is not None:
+            self._clock.unsubscribe(self)
+        self.stream.stop()
+
+    def _agent_ended(self, end: StreamEnd) -> None:
+        if not self._agent_end.done():
+            self._agent_end.set_result(end)
 
 
 class SimulatedProvider(TelephonyProvider):
@@ -91,6 +146,17 @@ class SimulatedProvider(TelephonyProvider):
         # One write() on an O_APPEND descriptor: lines from many processes never interleave.
         os.write(self._cdr_fd, (json.dumps(line) + "\n").encode())
 
+    def _write_media_cdr(self, attempt_id: str, stream: AgentStream) -> None:
+        if self._cdr_fd is None:
+            return
+        line = {
+            "attempt_id": attempt_id,
+            "kind": "media",
+            "agent_frames": stream.agent_frames,
+            "agent_bytes": stream.agent_bytes,
+        }
+        os.write(self._cdr_fd, (json.dumps(line) + "\n").encode())
+
     async def _sleep(self, seconds: float) -> None:
         delay = seconds / self.speed
         # Below a millisecond (a carrier at "zero latency") a timer per call is pure cost.
@@ -99,16 +165,30 @@ class SimulatedProvider(TelephonyProvider):
     async def _play(self, request: DialRequest, script: Script) -> None:
         answered_at: datetime | None = None
         end_reason = script.end_reason
+        callee: SimulatedCallee | None = None
         try:
             await self._sleep(script.ring_seconds)
             if script.answered:
                 answered_at = _now()
+                machine = script.end_reason == "voicemail"
                 self._answered[request.attempt_id] = answered_at
-                await self.events(CallEvent(request.attempt_id, "answered", answered_at))
-                await self._sleep(script.talk_seconds)
+                await self.events(
+                    CallEvent(request.attempt_id, "answered", answered_at, machine=machine)
+                )
+                callee = self._callee_for(request, machine=machine)
+                if callee is None:
+                    await self._sleep(script.talk_seconds)
+                elif await callee.talk(script.talk_seconds / self.speed) is (
+                    StreamEnd.AGENT_UNAVAILABLE
+                ):
+                    end_reason = "agent_unavailable"
         except asyncio.CancelledError:
             # Hung up by us: an answered call ends as answered, an unanswered one as no answer.
             end_reason = script.end_reason if answered_at else "no_answer"
+        finally:
+            if callee is not None:
+                callee.close()
+                self._write_media_cdr(request.attempt_id, callee.stream)
         ended_at = _now()
         # Durations are in simulated seconds, as a real carrier would bill them; a call cut
         # short by a hang-up lasted what it lasted, scheduling delays never make it longer.
@@ -118,6 +198,16 @@ class SimulatedProvider(TelephonyProvider):
         self._answered.pop(request.attempt_id, None)
         self._remember(end)
         await self.events(end)
+
+    @staticmethod
+    def _callee_for(request: DialRequest, *, machine: bool) -> SimulatedCallee | None:
+        """The callee that talks with the agent, when the dial carries a stream; a machine
+        only when the agent leaves messages (otherwise it is hung up on, as without one)."""
+        if request.stream is None:
+            return None
+        if machine and request.voicemail_behavior != "leave_message":
+            return None
+        return SimulatedCallee(request.stream, answered_by="machine" if machine else "human")
 
     def _remember(self, end: CallEvent) -> None:
         self._ended[end.attempt_id] = end

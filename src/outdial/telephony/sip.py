@@ -7,267 +7,45 @@ retransmission timers (A/B for the INVITE, E/F for BYE and CANCEL). Every reques
 trunk, which acts as the outbound proxy. The attempt id travels in `X-Outdial-Attempt` and
 starts the Call-ID, so the trunk's records name the attempt.
 
-Media is out of scope: the SDP offers G.711 and telephone-events on a port nothing serves, so
-a call is signalling only until a media bridge exists."""
+A call whose dial carries a stream (its agent has a `stream_url`) relays its audio itself: the
+SDP offer names a UDP port of the call's own and offers PCMU, PCMA and telephone-event; once
+answered, `media.bridge.RtpBridge` carries the audio between that port and the agent's
+WebSocket. The agent closing its socket hangs up (BYE); the callee's BYE stops the stream; an
+agent that cannot be reached or sends no audio within 2 s of the answer is hung up on, and the
+call ends `agent_unavailable`. A call without a stream is signalling only: its offer names a
+port nothing serves (the discard port).
+
+This module is the provider (its interface, the calls it knows, requests from the trunk); one
+call's dialog and flow are in `sip_call`, client transactions and their timers in
+`sip_transaction`, the socket and the trunk's address in `sip_transport`, the wire format and
+digest credentials in `sip_message`."""
 
 import asyncio
 import logging
 import secrets
-import socket
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import Enum
 
 from pydantic import SecretStr
 
+from outdial.telephony import sip_transaction
 from outdial.telephony.base import (
     AttemptState,
     CallEvent,
+    CarrierUnreachable,
     DialRequest,
-    EndReason,
     EventSink,
     TelephonyProvider,
 )
-from outdial.telephony.sip_message import (
-    SipMessage,
-    SipParseError,
-    UnsupportedChallenge,
-    digest_credentials,
-    param,
-    parse,
-    parse_challenge,
-    response_to,
-    uri_of,
-)
+from outdial.telephony.sip_call import Call, Credentials
+from outdial.telephony.sip_message import SipMessage, SipParseError, param, response_to
+from outdial.telephony.sip_transaction import ClientTransaction, Inbox, Signal
+from outdial.telephony.sip_transport import Address, SipSocket, Trunk, hostport
 
 log = logging.getLogger(__name__)
 
-T1 = 0.5
-"""RFC 3261 round-trip estimate; Timers A and E start here and double."""
-T2 = 4.0
-"""The cap on a non-INVITE request's retransmission interval."""
-TRANSACTION_TIMEOUT = 64 * T1
-"""Timers B and F: a request nobody answered in this long has failed."""
-LINGER = 64 * T1
-"""How long a finished transaction or call stays to absorb retransmissions (Timers D, K, M)."""
 CLOSE_GRACE = 5.0
 """How long `aclose` lets hang-ups complete before it gives up on them."""
 ENDED_REMEMBERED = 100_000
-MEDIA_PORT = 9
-"""The port the SDP offer names; nothing listens there (media is out of scope)."""
-ATTEMPT_HEADER = "X-Outdial-Attempt"
-USER_AGENT = "outdial"
-
-OUTCOMES: dict[int, EndReason] = {
-    486: "busy",
-    600: "busy",
-    603: "rejected",
-    480: "no_answer",
-    408: "no_answer",
-    404: "invalid_number",
-    484: "invalid_number",
-}
-
-
-def outcome_of(status: int, *, canceled: bool) -> EndReason:
-    """The end reason a final non-2xx response means (487 only answers our own CANCEL)."""
-    if status == 487 and canceled:
-        return "no_answer"
-    return OUTCOMES.get(status, "carrier_error")
-
-
-@dataclass(frozen=True, slots=True)
-class Trunk:
-    """Where every request goes: `sip:host[:port]` (UDP; port 5060 by default)."""
-
-    host: str
-    port: int = 5060
-
-    @classmethod
-    def parse(cls, uri: str) -> "Trunk":
-        """Read `OUTDIAL_SIP_TRUNK`; raises ValueError on anything but a UDP sip: URI."""
-        rest = uri.strip()
-        if not rest.lower().startswith("sip:"):
-            raise ValueError(
-                f"OUTDIAL_SIP_TRUNK must be a sip: URI like sip:host:5060, not {uri!r}"
-            )
-        rest, *params = rest[4:].split(";")
-        transport = next(
-            (p.split("=", 1)[1] for p in params if p.lower().startswith("transport=")), "udp"
-        )
-        if transport.lower() != "udp":
-            raise ValueError(f"OUTDIAL_SIP_TRUNK: only UDP is supported, not transport={transport}")
-        hostport = rest.rsplit("@", 1)[-1]
-        if hostport.startswith("["):
-            host, _, after = hostport[1:].partition("]")
-            port_text = after.removeprefix(":")
-        else:
-            host, _, port_text = hostport.partition(":")
-        if not host:
-            raise ValueError(f"OUTDIAL_SIP_TRUNK has no host: {uri!r}")
-        try:
-            port = int(port_text) if port_text else 5060
-        except ValueError:
-            raise ValueError(f"OUTDIAL_SIP_TRUNK has a bad port: {uri!r}") from None
-        if not 0 < port < 65536:
-            raise ValueError(f"OUTDIAL_SIP_TRUNK has a bad port: {uri!r}")
-        return cls(host, port)
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Signal(Enum):
-    """What a call's task hears besides responses to its INVITE."""
-
-    HANGUP = "hangup"
-    """We hang up (the dialer asked, or the ring timeout passed)."""
-    BYE = "bye"
-    """The far end hung up."""
-    TIMEOUT = "timeout"
-    """The INVITE went unanswered for 64*T1 (Timer B)."""
-
-
-Inbox = asyncio.Queue[SipMessage | Signal]
-
-
-class ClientTransaction:
-    """An RFC 3261 §17.1 client transaction over UDP. It retransmits its request (INVITE:
-    Timer A until any response; others: Timer E, capped at T2, until a final one), reports
-    Signal.TIMEOUT after 64*T1 without the response it needs (Timers B and F), ACKs an
-    INVITE's non-2xx finals itself and absorbs retransmitted finals until it is forgotten."""
-
-    def __init__(self, ua: "SipProvider", request: SipMessage, inbox: Inbox) -> None:
-        self.ua = ua
-        self.request = request
-        self.inbox = inbox
-        self.is_invite = request.method == "INVITE"
-        self.proceeding = False
-        self.final: SipMessage | None = None
-        self.ack: SipMessage | None = None
-        """The ACK sent for the final response, sent again for each retransmission of it."""
-        self._timers: asyncio.Task[None] | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.request.branch or "", self.request.cseq[1])
-
-    def start(self) -> None:
-        """Send the request and start the retransmission timers."""
-        self.ua.send(self.request)
-        self._timers = asyncio.create_task(self._retransmit())
-
-    async def _retransmit(self) -> None:
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + TRANSACTION_TIMEOUT
-        interval = T1
-        while True:
-            await asyncio.sleep(min(interval, max(0.0, give_up_at - loop.time())))
-            if loop.time() >= give_up_at:
-                self._finish()
-                self.inbox.put_nowait(Signal.TIMEOUT)
-                return
-            self.ua.send(self.request)
-            interval = interval * 2 if self.is_invite else min(interval * 2, T2)
-            if self.proceeding:
-                interval = T2
-
-    def receive(self, response: SipMessage) -> None:
-        """Handle a response matched to this transaction."""
-        if self.final is not None:
-            if self.ack is not None:
-                self.ua.send(self.ack)  # our ACK was lost: the final came again
-            return
-        if response.status < 200:
-            self.proceeding = True
-            if self.is_invite and self._timers is not None:
-                self._timers.cancel()  # Proceeding: the far end has the INVITE
-            self.inbox.put_nowait(response)
-            return
-        self.final = response
-        self._finish()
-        if self.is_invite and response.status >= 300:
-            self.ack = self._ack_for(response)
-            self.ua.send(self.ack)
-        self.inbox.put_nowait(response)
-
-    def _ack_for(self, response: SipMessage) -> SipMessage:
-        """RFC 3261 §17.1.1.3: the same Request-URI, top Via, From, Call-ID and Route as the
-        INVITE; the To of the response; CSeq of the INVITE with method ACK."""
-        request = self.request
-        headers = [
-            ("Via", request.values("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", request.header("From") or ""),
-            ("To", response.header("To") or ""),
-            ("Call-ID", request.call_id),
-            ("CSeq", f"{request.cseq[0]} ACK"),
-            *(("Route", route) for route in request.values("Route")),
-        ]
-        return SipMessage(headers=headers, method="ACK", uri=request.uri)
-
-    def _finish(self) -> None:
-        if self._timers is not None and self._timers is not asyncio.current_task():
-            self._timers.cancel()
-        asyncio.get_running_loop().call_later(LINGER, self.ua.forget, self.key)
-
-    def stop(self) -> None:
-        """Stop retransmitting (shutdown)."""
-        if self._timers is not None:
-            self._timers.cancel()
-
-
-@dataclass(eq=False)
-class Call:
-    """One attempt's INVITE dialog, from the UAC side."""
-
-    request: DialRequest
-    call_id: str
-    local_tag: str
-    local_uri: str
-    remote_uri: str
-    inbox: Inbox = field(default_factory=asyncio.Queue)
-    cseq: int = 1
-    invite: ClientTransaction | None = None
-    task: asyncio.Task[None] | None = None
-    remote_to: str | None = None
-    """The To header with the far end's tag, once the dialog exists."""
-    remote_target: str | None = None
-    route_set: list[str] = field(default_factory=list)
-    cancel_wanted: bool = False
-    cancel_sent: bool = False
-    answered_at: datetime | None = None
-    hung_up_at: datetime | None = None
-    ended: bool = False
-
-    @property
-    def from_header(self) -> str:
-        return f"<{self.local_uri}>;tag={self.local_tag}"
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, ua: "SipProvider") -> None:
-        self.ua = ua
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if not data.strip():
-            return  # keep-alive
-        try:
-            message = parse(data)
-        except SipParseError as exc:
-            log.debug("ignoring a datagram from %s: %s", addr, exc)
-            return
-        self.ua.dispatch(message, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable) are not fatal: the timers decide a request's fate.
-        log.debug("SIP socket error: %s", exc)
 
 
 class SipProvider(TelephonyProvider):
@@ -287,56 +65,42 @@ class SipProvider(TelephonyProvider):
     ) -> None:
         super().__init__(events)
         self.trunk = trunk
-        self.username = username
-        self._password = password
-        self.bind_host = bind_host
-        self.bind_port = bind_port
-        self._transport: asyncio.DatagramTransport | None = None
-        self._trunk_addr: tuple[str, int] | None = None
-        self._local: tuple[str, int] = ("", 0)
-        self._opening = asyncio.Lock()
+        self._trunk = hostport(trunk.host, trunk.port)
+        self.credentials = (
+            Credentials(username, password)
+            if username is not None and password is not None
+            else None
+        )
+        self._socket = SipSocket(
+            trunk,
+            on_message=self.dispatch,
+            on_unreachable=self._transport_failed,
+            bind_host=bind_host,
+            bind_port=bind_port,
+        )
         self._calls: dict[str, Call] = {}
         self._live: dict[str, Call] = {}
         self._transactions: dict[tuple[str, str], ClientTransaction] = {}
         self._ended: OrderedDict[str, CallEvent] = OrderedDict()
-        self._unsent: OrderedDict[str, None] = OrderedDict()
+        self._not_taken: OrderedDict[str, None] = OrderedDict()
 
     @property
-    def local_address(self) -> tuple[str, int]:
+    def local_address(self) -> Address:
         """The address our Via and Contact name (known once the first call is placed)."""
-        return self._local
+        return self._socket.local
 
-    # --- the socket ------------------------------------------------------------------------
+    # --- transactions ----------------------------------------------------------------------
 
-    async def _open(self) -> None:
-        async with self._opening:
-            if self._transport is not None:
-                return
-            loop = asyncio.get_running_loop()
-            infos = await loop.getaddrinfo(self.trunk.host, self.trunk.port, type=socket.SOCK_DGRAM)
-            family, _, _, _, trunk_addr = infos[0]
-            self._trunk_addr = (str(trunk_addr[0]), int(trunk_addr[1]))
-            host = self.bind_host or _interface_towards(family, self._trunk_addr)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(self), local_addr=(host, self.bind_port), family=family
-            )
-            self._transport = transport
-            self._local = (host, int(transport.get_extra_info("sockname")[1]))
-            log.info(
-                "SIP UA on %s, trunk %s", _hostport(*self._local), _hostport(*self._trunk_addr)
-            )
-
-    def send(self, message: SipMessage, addr: tuple[str, int] | None = None) -> None:
+    def send(self, message: SipMessage, addr: Address | None = None) -> None:
         """Send a message to the trunk (or to `addr`, for responses)."""
-        if self._transport is None or self._trunk_addr is None:
-            return
-        self._transport.sendto(message.encode(), addr or self._trunk_addr)
+        self._socket.send(message, addr)
 
     def forget(self, key: tuple[str, str]) -> None:
         """Drop a finished transaction once its retransmissions can no longer arrive."""
         self._transactions.pop(key, None)
 
-    def _start(self, request: SipMessage, inbox: Inbox) -> ClientTransaction:
+    def start(self, request: SipMessage, inbox: Inbox) -> ClientTransaction:
+        """Start a client transaction for `request`; what it hears goes to `inbox`."""
         transaction = ClientTransaction(self, request, inbox)
         self._transactions[transaction.key] = transaction
         transaction.start()
@@ -344,7 +108,7 @@ class SipProvider(TelephonyProvider):
 
     # --- incoming messages -----------------------------------------------------------------
 
-    def dispatch(self, message: SipMessage, addr: tuple[str, int]) -> None:
+    def dispatch(self, message: SipMessage, addr: Address) -> None:
         """Route a received message: responses to their transaction, requests to their call."""
         try:
             if message.is_request:
@@ -358,7 +122,18 @@ class SipProvider(TelephonyProvider):
         if transaction is not None:
             transaction.receive(message)
 
-    def _on_request(self, request: SipMessage, addr: tuple[str, int]) -> None:
+    def _transport_failed(self, addr: Address, error: OSError) -> None:
+        """An ICMP error or a failed send towards `addr`. From the trunk it means nothing
+        listens there (or cannot be reached): every request it has not answered at all has
+        failed (RFC 3261 §18.4), among them the INVITEs of calls it never took. Requests it
+        answered go on; their own timers decide."""
+        log.debug("SIP transport error towards %s: %s", hostport(*addr), error)
+        if addr != self._socket.trunk_address:
+            return
+        for transaction in list(self._transactions.values()):
+            transaction.fail(error)
+
+    def _on_request(self, request: SipMessage, addr: Address) -> None:
         if request.method == "ACK":
             return  # we never send a 2xx to an INVITE, so no ACK concerns us
         call = self._calls.get(request.call_id)
@@ -378,23 +153,40 @@ class SipProvider(TelephonyProvider):
     # --- the provider interface ------------------------------------------------------------
 
     async def place(self, request: DialRequest) -> str:
-        """Send the INVITE and return its Call-ID; the call then runs in a task of its own."""
+        """Send the INVITE and return its Call-ID once the trunk has taken the call (it
+        answered the INVITE); the call then runs in a task of its own. Raises
+        CarrierUnreachable when the trunk never took it: its name does not resolve, the
+        socket cannot be opened, an ICMP error or a failed send refused the INVITE, or
+        nothing came back before Timer B (64*T1). Then no event follows, and `lookup`
+        answers `never_received`."""
         try:
-            await self._open()
-        except OSError:
-            self._remember_unsent(request.attempt_id)
-            raise
+            await self._socket.open()
+        except OSError as exc:
+            self._remember_not_taken(request.attempt_id)
+            raise CarrierUnreachable(f"the trunk {self._trunk} cannot be reached: {exc}") from exc
         call = Call(
+            ua=self,
             request=request,
+            trunk=self._trunk,
             call_id=f"{request.attempt_id}.{secrets.token_hex(4)}",
             local_tag=secrets.token_hex(6),
-            local_uri=f"sip:{request.from_number}@{_hostport(self.trunk.host, self.trunk.port)}",
-            remote_uri=f"sip:{request.to}@{_hostport(self.trunk.host, self.trunk.port)}",
+            local_uri=f"sip:{request.from_number}@{self._trunk}",
+            remote_uri=f"sip:{request.to}@{self._trunk}",
         )
+        try:
+            await call.open_media()
+        except OSError:
+            self._remember_not_taken(request.attempt_id)
+            raise
         self._calls[call.call_id] = call
         self._live[request.attempt_id] = call
-        call.invite = self._start(self._invite(call), call.inbox)
-        call.task = asyncio.create_task(self._run(call))
+        call.start()
+        try:
+            # Shielded: a caller that stops waiting leaves the call to run (and end) as usual.
+            await asyncio.shield(call.taken)
+        finally:
+            # Its events go out once the caller has seen this return (and recorded it).
+            asyncio.get_running_loop().call_soon(call.placed.set)
         return call.call_id
 
     async def hangup(self, attempt_id: str, *, provider_call_id: str | None = None) -> None:
@@ -405,15 +197,15 @@ class SipProvider(TelephonyProvider):
             call.inbox.put_nowait(Signal.HANGUP)
 
     async def lookup(self, attempt_id: str, *, provider_call_id: str | None = None) -> AttemptState:
-        """What this process knows: live or ended calls it placed; an attempt whose INVITE it
-        could not send (no socket) was never received. Anything else is unknown: another
-        process may have sent its INVITE before it died. (Calls are known by attempt id, so
+        """What this process knows: live or ended calls it placed; an attempt the trunk never
+        took (see `place`) was never received. Anything else is unknown: another process may
+        have sent its INVITE before it died. (Calls are known by attempt id, so
         `provider_call_id`, our own Call-ID, adds nothing.)"""
         if (call := self._live.get(attempt_id)) is not None:
             return AttemptState("live", answered_at=call.answered_at)
         if (end := self._ended.get(attempt_id)) is not None:
             return AttemptState("ended", end=end)
-        if attempt_id in self._unsent:
+        if attempt_id in self._not_taken:
             return AttemptState("never_received")
         return AttemptState("unknown")
 
@@ -431,216 +223,34 @@ class SipProvider(TelephonyProvider):
         for transaction in self._transactions.values():
             transaction.stop()
         self._transactions.clear()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        self._socket.close()
 
-    # --- one call --------------------------------------------------------------------------
+    # --- bookkeeping -----------------------------------------------------------------------
 
-    async def _run(self, call: Call) -> None:
-        end_reason: EndReason = "carrier_error"
-        try:
-            final = await self._ring(call)
-            if final is not None and final.status < 300:
-                answered_at = self._confirm(call, final)
-                end_reason = "answered"
-                await self.events(CallEvent(call.request.attempt_id, "answered", answered_at))
-                await self._talk(call)
-            elif final is not None:
-                end_reason = outcome_of(final.status, canceled=call.cancel_sent)
-            elif call.cancel_sent:
-                end_reason = "no_answer"  # CANCELed, and no final response ever came
-        except Exception:
-            log.exception("SIP call %s failed", call.call_id)
-        finally:
-            await self._end(call, end_reason)
-
-    async def _ring(self, call: Call) -> SipMessage | None:
-        """Wait for the INVITE's final response. The ring timeout or a hang-up sends CANCEL
-        (once the far end has sent a provisional response, RFC 3261 §9.1); a digest challenge
-        is answered once. None when the trunk never answered (Timer B) or the CANCELed INVITE
-        got no final response within 64*T1."""
-        loop = asyncio.get_running_loop()
-        deadline: float | None = loop.time() + call.request.ring_timeout_seconds
-        challenges_answered: set[int] = set()
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                item = await asyncio.wait_for(call.inbox.get(), timeout)
-            except TimeoutError:
-                if call.cancel_sent:
-                    return None
-                item = Signal.HANGUP  # rang past the ring timeout
-            if item is Signal.TIMEOUT:
-                return None
-            if item is Signal.HANGUP:
-                call.cancel_wanted = True
-                deadline = self._cancel_if_ringing(call)
-                continue
-            if not isinstance(item, SipMessage):
-                continue  # a BYE before the dialog exists is answered 481 and ignored
-            if item.status < 200:
-                deadline = self._cancel_if_ringing(call) if call.cancel_wanted else deadline
-                continue
-            if item.status in (401, 407) and not call.cancel_wanted:
-                if item.status not in challenges_answered and self._authenticate(call, item):
-                    challenges_answered.add(item.status)
-                    continue
-            return item
-
-    def _cancel_if_ringing(self, call: Call) -> float | None:
-        """Send CANCEL if it may be sent now; answers the new deadline for the INVITE's final
-        response (None: wait for the provisional response, or for Timer B)."""
-        if call.cancel_sent:
-            return asyncio.get_running_loop().time() + TRANSACTION_TIMEOUT
-        if call.invite is None or not call.invite.proceeding:
-            return None
-        invite = call.invite.request
-        headers = [
-            ("Via", invite.values("Via")[0]),
-            ("Max-Forwards", "70"),
-            ("From", invite.header("From") or ""),
-            ("To", invite.header("To") or ""),
-            ("Call-ID", call.call_id),
-            ("CSeq", f"{invite.cseq[0]} CANCEL"),
-            *(("Route", route) for route in invite.values("Route")),
-            ("User-Agent", USER_AGENT),
-        ]
-        self._start(SipMessage(headers=headers, method="CANCEL", uri=invite.uri), asyncio.Queue())
-        call.cancel_sent = True
-        return asyncio.get_running_loop().time() + TRANSACTION_TIMEOUT
-
-    def _authenticate(self, call: Call, challenge_response: SipMessage) -> bool:
-        """Send the INVITE again with credentials for this challenge: same Call-ID and tag,
-        CSeq + 1, a new branch. False when we cannot (no credentials, unknown scheme)."""
-        if self.username is None or self._password is None or call.invite is None:
-            log.warning("SIP trunk asked %s for credentials; none are configured", call.call_id)
-            return False
-        is_proxy = challenge_response.status == 407
-        header = challenge_response.header("Proxy-Authenticate" if is_proxy else "WWW-Authenticate")
-        try:
-            challenge = parse_challenge(header or "")
-        except UnsupportedChallenge as exc:
-            log.warning("SIP trunk challenge for %s cannot be answered: %s", call.call_id, exc)
-            return False
-        previous = call.invite.request
-        call.cseq += 1
-        credentials = digest_credentials(
-            challenge,
-            method="INVITE",
-            uri=previous.uri or "",
-            username=self.username,
-            password=self._password.get_secret_value(),
-            cnonce=secrets.token_hex(8),
-        )
-        header_name = "Proxy-Authorization" if is_proxy else "Authorization"
-        # Credentials for the other challenge (a proxy's, then the trunk's) still hold.
-        kept = [
-            (name, value)
-            for name, value in previous.headers
-            if name in ("Authorization", "Proxy-Authorization") and name != header_name
-        ]
-        invite = self._invite(call)
-        invite.headers[-1:-1] = [*kept, (header_name, credentials)]
-        call.invite = self._start(invite, call.inbox)
-        return True
-
-    def _invite(self, call: Call) -> SipMessage:
-        headers = [
-            ("Via", self._via()),
-            ("Max-Forwards", "70"),
-            ("From", call.from_header),
-            ("To", f"<{call.remote_uri}>"),
-            ("Call-ID", call.call_id),
-            ("CSeq", f"{call.cseq} INVITE"),
-            ("Contact", f"<sip:{call.request.from_number}@{_hostport(*self._local)}>"),
-            ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"),
-            ("User-Agent", USER_AGENT),
-            (ATTEMPT_HEADER, call.request.attempt_id),
-            ("Content-Type", "application/sdp"),
-        ]
-        return SipMessage(
-            headers=headers, body=_sdp_offer(self._local[0]), method="INVITE", uri=call.remote_uri
-        )
-
-    def _via(self) -> str:
-        return f"SIP/2.0/UDP {_hostport(*self._local)};branch=z9hG4bK{secrets.token_hex(8)};rport"
-
-    def _confirm(self, call: Call, ok: SipMessage) -> datetime:
-        """The dialog from a 2xx: the far end's tag and target, the route set; then ACK it
-        (a new transaction, RFC 3261 §13.2.2.4), again for each retransmitted 2xx. Answers
-        when the call was answered."""
-        answered_at = call.answered_at = _now()
-        call.remote_to = ok.header("To") or ""
-        contact = ok.header("Contact")
-        call.remote_target = uri_of(contact) if contact else call.remote_uri
-        call.route_set = list(reversed(ok.values("Record-Route")))
-        ack = self._in_dialog(call, "ACK", call.invite.request.cseq[0] if call.invite else 1)
-        if call.invite is not None:
-            call.invite.ack = ack
-        self.send(ack)
-        if call.cancel_wanted:
-            call.inbox.put_nowait(Signal.HANGUP)  # answered as our CANCEL crossed: hang up
-        return answered_at
-
-    def _in_dialog(self, call: Call, method: str, cseq: int) -> SipMessage:
-        headers = [
-            ("Via", self._via()),
-            ("Max-Forwards", "70"),
-            ("From", call.from_header),
-            ("To", call.remote_to or ""),
-            ("Call-ID", call.call_id),
-            ("CSeq", f"{cseq} {method}"),
-            *(("Route", route) for route in call.route_set),
-            ("User-Agent", USER_AGENT),
-        ]
-        return SipMessage(headers=headers, method=method, uri=call.remote_target)
-
-    async def _talk(self, call: Call) -> None:
-        """Wait until either side hangs up; our BYE is sent and its answer awaited (or its
-        Timer F), but the call is over from the moment either side hung up."""
-        while True:
-            item = await call.inbox.get()
-            if item in (Signal.BYE, Signal.HANGUP):
-                break
-        call.hung_up_at = _now()
-        call.ended = True
-        if item is Signal.BYE:
-            return
-        call.cseq += 1
-        answers: Inbox = asyncio.Queue()
-        self._start(self._in_dialog(call, "BYE", call.cseq), answers)
-        while True:
-            answer = await answers.get()
-            if answer is Signal.TIMEOUT or (
-                isinstance(answer, SipMessage) and answer.status >= 200
-            ):
-                break
-
-    async def _end(self, call: Call, end_reason: EndReason) -> None:
-        ended_at = call.hung_up_at or _now()
-        call.ended = True
-        talk = round((ended_at - call.answered_at).total_seconds()) if call.answered_at else 0
-        end = CallEvent(call.request.attempt_id, "ended", ended_at, end_reason, talk)
+    def call_ended(self, call: Call, end: CallEvent) -> None:
+        """A call's end: no longer live, remembered for `lookup`; its Call-ID is kept a while
+        to answer retransmitted requests."""
         self._live.pop(call.request.attempt_id, None)
         self._remember(end)
-        loop = asyncio.get_running_loop()
-        loop.call_later(LINGER, self._calls.pop, call.call_id, None)
-        if call.invite is not None and call.invite.final is None:
-            # Abandoned without a final response (Timer B, or CANCELed and never answered).
-            call.invite.stop()
-            loop.call_later(LINGER, self.forget, call.invite.key)
-        await self.events(end)
+        asyncio.get_running_loop().call_later(
+            sip_transaction.LINGER, self._calls.pop, call.call_id, None
+        )
+
+    def call_not_taken(self, call: Call) -> None:
+        """A call the trunk never took: not live, never received (for `lookup`)."""
+        self._live.pop(call.request.attempt_id, None)
+        self._calls.pop(call.call_id, None)
+        self._remember_not_taken(call.request.attempt_id)
 
     def _remember(self, end: CallEvent) -> None:
         self._ended[end.attempt_id] = end
         while len(self._ended) > ENDED_REMEMBERED:
             self._ended.popitem(last=False)
 
-    def _remember_unsent(self, attempt_id: str) -> None:
-        self._unsent[attempt_id] = None
-        while len(self._unsent) > ENDED_REMEMBERED:
-            self._unsent.popitem(last=False)
+    def _remember_not_taken(self, attempt_id: str) -> None:
+        self._not_taken[attempt_id] = None
+        while len(self._not_taken) > ENDED_REMEMBERED:
+            self._not_taken.popitem(last=False)
 
 
 def _reply(request: SipMessage, status: int, reason: str, to_tag: str | None = None) -> SipMessage:
@@ -650,30 +260,3 @@ def _reply(request: SipMessage, status: int, reason: str, to_tag: str | None = N
             (n, f"{v};tag={to_tag}" if n.lower() in ("to", "t") else v) for n, v in response.headers
         ]
     return response
-
-
-def _interface_towards(family: int, addr: tuple[str, int]) -> str:
-    """The local address the kernel would use to reach `addr` (connecting a UDP socket sends
-    nothing)."""
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.connect(addr)
-        return str(probe.getsockname()[0])
-
-
-def _sdp_offer(host: str) -> bytes:
-    session = secrets.randbelow(2**31)
-    ip = "IP6" if ":" in host else "IP4"
-    lines = [
-        "v=0",
-        f"o=outdial {session} {session} IN {ip} {host}",
-        "s=outdial",
-        f"c=IN {ip} {host}",
-        "t=0 0",
-        f"m=audio {MEDIA_PORT} RTP/AVP 0 8 101",
-        "a=rtpmap:0 PCMU/8000",
-        "a=rtpmap:8 PCMA/8000",
-        "a=rtpmap:101 telephone-event/8000",
-        "a=fmtp:101 0-16",
-        "a=sendrecv",
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode()

@@ -8,6 +8,12 @@ initiated, ringing, answered and completed events) point at this API
 detection is always on: `Enable` when the agent hangs up on machines, `DetectMessageEnd` (wait
 for the beep) when it leaves a message; Twilio reports the verdict as `AnsweredBy`.
 
+An answered call whose agent has a `stream_url` runs `<Connect><Stream url=…>`: Twilio opens a
+bidirectional Media Stream to the agent, with the call's custom parameters as `<Parameter>`s
+(they reach the agent in `start.customParameters`). Twilio takes no query string on a stream
+URL, so the stream URL's own query parameters are sent as `<Parameter>`s too. A machine is
+connected only when the agent leaves messages; otherwise it is hung up on.
+
 Callbacks carry X-Twilio-Signature: base64 HMAC-SHA1, keyed with the auth token, of the full
 URL Twilio requested followed by every POST parameter as name+value, sorted by name."""
 
@@ -16,12 +22,20 @@ import hashlib
 import hmac
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from xml.sax.saxutils import quoteattr
 
 import httpx
 
-from outdial.telephony.base import AttemptState, CallEvent, DialRequest, EndReason, EventSink
+from outdial.telephony.base import (
+    AnsweredBy,
+    AttemptState,
+    CallEvent,
+    DialRequest,
+    EndReason,
+    EventSink,
+    StreamTarget,
+)
 from outdial.telephony.carrier import (
     ANSWER_HOLD_SECONDS,
     RestCarrier,
@@ -122,14 +136,39 @@ def status_event(attempt_id: str, params: Mapping[str, str]) -> CallEvent | None
     return CallEvent(attempt_id, "ended", now(), reason, talk)
 
 
-def answer_twiml(params: Mapping[str, str], *, voicemail_behavior: str) -> str:
+def answered_by(params: Mapping[str, str]) -> AnsweredBy:
+    """Twilio's AnsweredBy as the stream's `answered_by` (human, machine or unknown)."""
+    verdict = params.get("AnsweredBy", "").lower()
+    if _by_machine(verdict):
+        return "machine"
+    return "human" if verdict == "human" else "unknown"
+
+
+def answer_twiml(
+    params: Mapping[str, str], *, voicemail_behavior: str, stream: StreamTarget | None = None
+) -> str:
     """The TwiML the answered call runs: hang up on a machine when the agent says so;
-    otherwise hold the line (the agent's media bridge is not in the contract yet)."""
-    if _by_machine(params.get("AnsweredBy", "").lower()) and voicemail_behavior == "hangup":
+    connect the agent's stream when it has one; otherwise hold the line (silent)."""
+    by = answered_by(params)
+    if by == "machine" and voicemail_behavior == "hangup":
         body = "<Hangup/>"
+    elif stream is not None:
+        body = _connect_stream(stream, by)
     else:
         body = f"<Pause length={quoteattr(str(ANSWER_HOLD_SECONDS))}/>"
     return f'<?xml version="1.0" encoding="UTF-8"?>\n<Response>{body}</Response>'
+
+
+def _connect_stream(stream: StreamTarget, by: AnsweredBy) -> str:
+    parts = urlsplit(stream.url)
+    url = urlunsplit(parts._replace(query=""))
+    parameters = dict(parse_qsl(parts.query, keep_blank_values=True))
+    parameters.update(stream.custom_parameters(by))
+    children = "".join(
+        f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
+        for name, value in parameters.items()
+    )
+    return f"<Connect><Stream url={quoteattr(url)}>{children}</Stream></Connect>"
 
 
 # --- the provider ------------------------------------------------------------------------------

@@ -5,13 +5,15 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from fastapi import Request
+from livekit.api import TokenVerifier, WebhookReceiver
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.config import Settings
-from outdial.dialer import queue
+from outdial.dialer import attempts, outcomes
+from outdial.dialer.settle import report_settled
 from outdial.errors import Forbidden, ValidationFailed
-from outdial.telephony import plivo, twilio
-from outdial.telephony.base import CallEvent
+from outdial.telephony import livekit, plivo, twilio
+from outdial.telephony.base import CallEvent, RoomEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +82,36 @@ async def verified_callback(request: Request, *, carrier: str) -> Callback:
     return Callback(attempt_id, dict(params), query)
 
 
+async def verified_room_events(request: Request) -> list[RoomEvent]:
+    """What a LiveKit webhook reports, if LiveKit signed it: its Authorization header is a
+    token signed with our API key and secret carrying the body's SHA-256, as
+    `livekit.api.WebhookReceiver` checks it; 403 otherwise, before anything is written. Taken
+    only where LiveKit is the telephony provider."""
+    settings: Settings = request.app.state.settings
+    if settings.telephony_provider != "livekit":
+        raise Forbidden(
+            "LiveKit webhooks are not accepted: OUTDIAL_TELEPHONY_PROVIDER is not livekit.",
+            code="callbacks_not_configured",
+        )
+    body = (await request.body()).decode("utf-8", errors="replace")
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    receiver = WebhookReceiver(TokenVerifier(settings.livekit_api_key, settings.livekit_api_secret))
+    try:
+        event = receiver.receive(body, token)
+    except Exception as exc:
+        # The receiver raises whatever its JWT and JSON parsers raise, each a refusal.
+        raise Forbidden(
+            "The LiveKit signature of this webhook is missing or wrong.",
+            code="invalid_signature",
+        ) from exc
+    return livekit.room_events(event)
+
+
 async def record_events(session: AsyncSession, *, events: Sequence[CallEvent]) -> None:
     """Apply what a carrier reported; a repeated callback changes nothing."""
-    await queue.record_call_events(session, events=events)
+    report_settled(await outcomes.record_call_events(session, events=events))
 
 
 async def remember_call_id(session: AsyncSession, *, attempt_id: str, call_id: str) -> None:
     """Keep the carrier's id for the connected call, for later hang-ups and lookups."""
-    await queue.remember_provider_call_id(session, attempt_id=attempt_id, call_id=call_id)
+    await attempts.remember_provider_call_id(session, attempt_id=attempt_id, call_id=call_id)
