@@ -7,26 +7,33 @@ from outdial.agents.models import Agent
 from outdial.agents.schemas import AgentCreate, AgentUpdate
 from outdial.billing.service import to_micros
 from outdial.db import utcnow
+from outdial.dialer import jobs
 from outdial.errors import NotFound
 from outdial.ids import new_uuid
 from outdial.numbers import service as numbers
 from outdial.pagination import PageParams, paginate
+from outdial.signing import new_secret
 
 
 def _not_found(agent_id: str) -> NotFound:
     return NotFound(f"No agent {agent_id} for this tenant.", code="agent_not_found")
 
 
-async def get_agent(session: AsyncSession, *, tenant_id: str, agent_id: str) -> Agent:
+async def get_agent(
+    session: AsyncSession, *, tenant_id: str, agent_id: str, lock: bool = False
+) -> Agent:
+    """The tenant's agent, unless deleted; `lock` holds its row to the end of the
+    transaction (two deletions, or a deletion and a change, then run one after the other)."""
     try:
         canonical = str(uuid.UUID(agent_id))
     except ValueError:
         raise _not_found(agent_id) from None
-    agent = await session.scalar(
-        select(Agent).where(
-            Agent.id == canonical, Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None)
-        )
+    stmt = select(Agent).where(
+        Agent.id == canonical, Agent.tenant_id == tenant_id, Agent.deleted_at.is_(None)
     )
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    agent = await session.scalar(stmt)
     if agent is None:
         raise _not_found(agent_id)
     return agent
@@ -48,6 +55,8 @@ async def create_agent(session: AsyncSession, *, tenant_id: str, data: AgentCrea
         voicemail_message=data.voicemail_message,
         post_call=data.post_call,
         config=data.config,
+        stream_url=data.stream_url,
+        stream_secret=new_secret(),
         created_at=now,
         updated_at=now,
     )
@@ -77,8 +86,28 @@ async def update_agent(
     return agent
 
 
-async def delete_agent(session: AsyncSession, *, tenant_id: str, agent_id: str) -> None:
+async def rotate_stream_secret(session: AsyncSession, *, tenant_id: str, agent_id: str) -> Agent:
+    """Give the agent a new `stream_secret`; streams opened from now on are signed with it."""
     agent = await get_agent(session, tenant_id=tenant_id, agent_id=agent_id)
+    agent.stream_secret = new_secret()
+    agent.updated_at = utcnow()
+    await session.flush()
+    return agent
+
+
+async def delete_agent(
+    session: AsyncSession, *, tenant_id: str, agent_id: str, force: bool = False
+) -> None:
+    """Delete an agent (a tombstone: its calls keep pointing at it, and the dialer dials none
+    of its calls from then on). Work that dials as it (queued calls, started campaigns) makes
+    this a 409 `agent_in_use`, unless `force`, which ends that work `not_permitted`
+    (dialer/jobs.end_work_using)."""
+    agent = await get_agent(session, tenant_id=tenant_id, agent_id=agent_id, lock=True)
+    work = await jobs.work_using(session, tenant_id=tenant_id, agent_id=agent.id)
+    if work and not force:
+        raise work.conflict(f"Agent {agent.id}", code="agent_in_use")
+    if work:
+        await jobs.end_work_using(session, tenant_id=tenant_id, work=work, agent_id=agent.id)
     agent.deleted_at = utcnow()
     await session.flush()
 

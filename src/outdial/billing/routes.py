@@ -2,7 +2,7 @@ from fastapi import APIRouter
 
 from outdial.billing import service
 from outdial.billing.schemas import Balance
-from outdial.errors import error_responses
+from outdial.error_handlers import error_responses
 from outdial.keys.auth import SecretKey, Session
 
 router = APIRouter(prefix="/billing", tags=["billing"], responses=error_responses(403))

@@ -75,6 +75,18 @@ async def place_hold(session: AsyncSession, *, tenant_id: str, amount_micros: in
         )
 
 
+async def add_hold(session: AsyncSession, *, tenant_id: str, amount_micros: int) -> None:
+    """Reserve credits without the check `place_hold` makes: for a dial the dialer has just
+    found the tenant in credit for (a campaign call holds its first increment when dialed)."""
+    if amount_micros <= 0:
+        return
+    await session.execute(
+        update(Tenant)
+        .where(Tenant.id == tenant_id)
+        .values(held_micros=Tenant.held_micros + amount_micros)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Release:
     """A hold that ends, and the real charge taken in its place (0 if nothing to bill)."""
@@ -83,6 +95,7 @@ class Release:
     hold_micros: int
     charge_micros: int
     reference: str
+    """The participant whose hold it was (the ledger's reference for its charge)."""
 
 
 async def release_holds(session: AsyncSession, *, releases: Sequence[Release]) -> None:

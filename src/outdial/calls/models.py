@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outdial.db import Base, BigInt, JSONType, UTCDateTime, utcnow
@@ -27,6 +27,14 @@ class Call(Base):
     calling_window: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     retry: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     ring_timeout_seconds: Mapped[int] = mapped_column(Integer, default=30)
+    # State rules (dialer/state_rules.py), asked for by the batch; a campaign's calls follow
+    # their campaign's settings instead.
+    state_rules: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_attempts_per_24h: Mapped[int | None] = mapped_column(Integer)
+    # Whether its provider reports its WebRTC participants joining and leaving (the
+    # configured provider's `sees_webrtc` when the call was made); if not, they end with
+    # the call (dialer/status.py).
+    webrtc_seen: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -41,6 +49,14 @@ class Participant(Base):
             postgresql_where=text("hangup_requested_at IS NOT NULL"),
             sqlite_where=text("hangup_requested_at IS NOT NULL"),
         ),
+        # WebRTC participants not yet ended (dialer/status.py ends them with their call, and
+        # sweeps idle all-WebRTC calls): few rows, and none of the PSTN ones a batch writes.
+        Index(
+            "ix_participants_open_webrtc",
+            "call_id",
+            postgresql_where=text("transport = 'webrtc' AND ended_at IS NULL"),
+            sqlite_where=text("transport = 'webrtc' AND ended_at IS NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -54,7 +70,7 @@ class Participant(Base):
     from_number: Mapped[str | None] = mapped_column(String(16))
     participant_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     status: Mapped[str] = mapped_column(String(16))
-    end_reason: Mapped[str | None] = mapped_column(String(16))
+    end_reason: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     telephony_leg_id: Mapped[str | None] = mapped_column(String(40))
     job_id: Mapped[str | None] = mapped_column(String(40))
@@ -66,41 +82,3 @@ class Participant(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     hangup_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class DialJob(Base):
-    """One entry of the durable dial queue; the dialer claims, leases and finishes these."""
-
-    __tablename__ = "dial_jobs"
-    __table_args__ = (
-        # Claims walk a tenant's due jobs; reconciliation finds the active jobs of dialers
-        # whose lease (dialer_leases) has lapsed.
-        Index("ix_dial_jobs_tenant_status_run_at", "tenant_id", "status", "run_at"),
-        Index("ix_dial_jobs_status_owner", "status", "lease_owner"),
-        # Claims of one campaign's jobs, its caps and its completion; batch jobs skip it.
-        Index(
-            "ix_dial_jobs_campaign",
-            "tenant_id",
-            "campaign_id",
-            "status",
-            "run_at",
-            postgresql_where=text("campaign_id IS NOT NULL"),
-            sqlite_where=text("campaign_id IS NOT NULL"),
-        ),
-    )
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40))
-    call_id: Mapped[str] = mapped_column(String(40))
-    participant_id: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(16))
-    to_number: Mapped[str] = mapped_column(String(16))
-    from_number: Mapped[str] = mapped_column(String(16))
-    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    campaign_id: Mapped[str | None] = mapped_column(String(40))
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
-    run_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    lease_owner: Mapped[str | None] = mapped_column(String(64))
-    """The dialer holding this active job, for as long as its row in dialer_leases lasts."""
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

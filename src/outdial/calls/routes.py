@@ -1,38 +1,38 @@
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from outdial.billing.service import from_micros
 from outdial.calls import service
-from outdial.calls.models import Call, Participant
 from outdial.calls.schemas import (
+    AttemptOut,
     BatchCreate,
     CallCreate,
     CallOut,
     CallQueued,
     CallSummary,
-    ParticipantOut,
     ParticipantQueued,
     QueueStats,
 )
-from outdial.errors import error_responses
-from outdial.idempotency import idempotent
+from outdial.calls.statuses import CallStatus
+from outdial.calls.views import call_out, room_name, summary_out
+from outdial.dialer.models import DialAttempt
+from outdial.error_handlers import error_responses
+from outdial.idempotency.dependency import Idempotent
 from outdial.keys.auth import AnyKey, SecretKey, Session
-from outdial.pagination import Page, PageParams, page_of, page_params
+from outdial.pagination import Page, PageParams, page_of
+from outdial.pagination_query import page_params
+from outdial.telephony.registry import close_call_room
 
 router = APIRouter(prefix="/calls", tags=["calls"], responses=error_responses(403))
 
-CallStatus = Literal["queued", "in_progress", "completed", "canceled"]
-
 
 def queued_out(result: service.QueuedCall) -> CallQueued:
-    call = result.call
     return CallQueued(
-        id=call.id,
-        room_name=service.room_name(call.id),
-        status=call.status,
-        batch_id=call.batch_id,
+        id=result.id,
+        room_name=room_name(result.id),
+        status=result.status,
+        batch_id=result.batch_id,
         queued=result.queued,
         participants=[
             ParticipantQueued.model_validate(p, from_attributes=True) for p in result.participants
@@ -40,56 +40,25 @@ def queued_out(result: service.QueuedCall) -> CallQueued:
     )
 
 
-def summary_out(call: Call) -> CallSummary:
-    return CallSummary(
-        id=call.id,
-        room_name=service.room_name(call.id),
-        kind=call.kind,
-        status=call.status,
-        agent_id=call.agent_id,
-        batch_id=call.batch_id,
-        campaign_id=call.campaign_id,
-        from_number=call.from_number,
-        metadata=call.call_metadata,
-        variables=call.variables,
-        post_call=call.post_call,
-        calling_window=call.calling_window,
-        retry=call.retry,
-        ring_timeout_seconds=call.ring_timeout_seconds,
-        created_at=call.created_at,
-        ended_at=call.ended_at,
-    )
-
-
-def participant_out(p: Participant) -> ParticipantOut:
-    return ParticipantOut(
-        id=p.id,
-        transport=p.transport,
-        identity=p.identity,
-        from_number=p.from_number,
-        status=p.status,
-        end_reason=p.end_reason,
-        attempts=p.attempts,
-        telephony_leg_id=p.telephony_leg_id,
-        job_id=p.job_id,
-        metadata=p.participant_metadata,
-        duration_seconds=p.duration_seconds,
-        cost=from_micros(p.cost_micros),
-        created_at=p.created_at,
-        dialed_at=p.dialed_at,
-        answered_at=p.answered_at,
-        ended_at=p.ended_at,
-    )
-
-
-def call_out(call: Call, participants: list[Participant]) -> CallOut:
-    counts: dict[str, int] = {}
-    for p in participants:
-        counts[p.status] = counts.get(p.status, 0) + 1
-    return CallOut(
-        **summary_out(call).model_dump(),
-        participant_counts=counts,
-        participants=[participant_out(p) for p in participants],
+def attempt_out(a: DialAttempt) -> AttemptOut:
+    return AttemptOut(
+        id=a.id,
+        participant_id=a.participant_id,
+        attempt=a.attempt_no,
+        status=a.status,
+        provider=a.provider,
+        provider_call_id=a.provider_call_id,
+        from_number=a.from_number,
+        to_number=a.to_number,
+        created_at=a.created_at,
+        dial_at=a.dial_at,
+        placed_at=a.placed_at,
+        answered_at=a.answered_at,
+        answered_by=a.answered_by,
+        ended_at=a.ended_at,
+        end_reason=a.end_reason,
+        talk_seconds=a.talk_seconds,
+        checks=a.checks,
     )
 
 
@@ -100,19 +69,13 @@ def call_out(call: Call, participants: list[Participant]) -> CallOut:
     responses=error_responses(400, 402, 404, 409, 422),
 )
 async def queue_batch(
-    request: Request, body: BatchCreate, session: Session, principal: SecretKey
+    request: Request, body: BatchCreate, session: Session, principal: SecretKey, once: Idempotent
 ) -> JSONResponse:
     """Queue up to 500 PSTN recipients under one call session."""
-
-    async def create() -> CallQueued:
-        result = await service.queue_batch(
-            session, settings=request.app.state.settings, principal=principal, data=body
-        )
-        return queued_out(result)
-
-    return await idempotent(
-        request, session, tenant_id=principal.tenant_id, status_code=202, create=create
+    result = await service.queue_batch(
+        session, settings=request.app.state.settings, principal=principal, data=body
     )
+    return once.answer(queued_out(result), 202)
 
 
 @router.post(
@@ -122,20 +85,14 @@ async def queue_batch(
     responses={201: {"model": CallQueued}} | error_responses(400, 402, 404, 409, 422),
 )
 async def create_call(
-    request: Request, body: CallCreate, session: Session, principal: AnyKey
+    request: Request, body: CallCreate, session: Session, principal: AnyKey, once: Idempotent
 ) -> JSONResponse:
     """Create a call: 202 when PSTN participants are queued, 201 when all are WebRTC."""
     queued_status = 202 if any(p.transport == "pstn" for p in body.participants) else 201
-
-    async def create() -> CallQueued:
-        result = await service.create_call(
-            session, settings=request.app.state.settings, principal=principal, data=body
-        )
-        return queued_out(result)
-
-    return await idempotent(
-        request, session, tenant_id=principal.tenant_id, status_code=queued_status, create=create
+    result = await service.create_call(
+        session, settings=request.app.state.settings, principal=principal, data=body
     )
+    return once.answer(queued_out(result), queued_status)
 
 
 @router.get("/queue/stats", response_model=QueueStats)
@@ -173,8 +130,31 @@ async def get_call(call_id: str, session: Session, principal: SecretKey) -> Call
     return call_out(call, await service.participants_of(session, call_id=call.id))
 
 
+@router.get("/{call_id}/attempts", response_model=Page[AttemptOut], responses=error_responses(404))
+async def list_attempts(
+    call_id: str,
+    session: Session,
+    principal: SecretKey,
+    page: Annotated[PageParams, Depends(page_params)],
+) -> Page[AttemptOut]:
+    """List a call's dial attempts, oldest first, each with the checks that allowed it."""
+    call = await service.get_call(session, tenant_id=principal.tenant_id, call_id=call_id)
+    attempts = await service.attempts_of(session, call_id=call.id, page=page)
+    rows, cursor = page_of(attempts, page, lambda a: a.id)
+    return Page(data=[attempt_out(a) for a in rows], next_cursor=cursor)
+
+
 @router.post("/{call_id}/end", response_model=CallOut, responses=error_responses(404))
-async def end_call(call_id: str, session: Session, principal: SecretKey) -> CallOut:
+async def end_call(
+    call_id: str,
+    request: Request,
+    background: BackgroundTasks,
+    session: Session,
+    principal: SecretKey,
+) -> CallOut:
     """End a call: cancel what is still queued, hang up what is live."""
     call = await service.end_call(session, tenant_id=principal.tenant_id, call_id=call_id)
+    # Once the end is committed (background tasks run after the response): where calls are
+    # rooms, the room goes, and everyone in it with it.
+    background.add_task(close_call_room, request.app.state.settings, room_name(call.id))
     return call_out(call, await service.participants_of(session, call_id=call.id))

@@ -1,7 +1,7 @@
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 from zoneinfo import available_timezones
 
@@ -13,8 +13,20 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
+from outdial.calls.statuses import EndReason
 from outdial.phones import E164, InvalidPhoneNumber, to_e164
+from outdial.validation import (
+    JsonObject,
+    Label,
+    Name,
+    RequestModel,
+    ShortText,
+    at_most,
+    distinct,
+    problem,
+)
 
 MAX_RECIPIENTS = 500
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -47,16 +59,16 @@ class CallingWindow(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start: str = "08:00"
-    end: str = "21:00"
+    start: ShortText = "08:00"
+    end: ShortText = "21:00"
     days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS), min_length=1)
-    timezone: str = Field(default="recipient", description='"recipient" or an IANA zone')
-    fallback_timezone: str = "UTC"
+    timezone: ShortText = Field(default="recipient", description='"recipient" or an IANA zone')
+    fallback_timezone: ShortText = "UTC"
 
     @field_validator("start", "end")
     @classmethod
     def _hhmm(cls, value: str) -> str:
-        if not _HHMM.match(value):
+        if not _HHMM.fullmatch(value):
             raise ValueError("must be HH:MM, 24-hour")
         return value
 
@@ -77,18 +89,20 @@ class CallingWindow(BaseModel):
         return self
 
 
-class Recipient(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Recipient(RequestModel):
     to: E164 | None = None
     identity: E164 | None = None
     from_number: E164 | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
+
+    @classmethod
+    def cross_field_problems(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
+        if data.get("to") is None and data.get("identity") is None:
+            return [problem([], "missing", "A recipient needs `to` (or `identity`).")]
+        return []
 
     @model_validator(mode="after")
-    def _one_number(self) -> "Recipient":
-        if self.to is None and self.identity is None:
-            raise ValueError("a recipient needs `to` (or `identity`)")
+    def _same_number(self) -> "Recipient":
         if self.to is not None and self.identity is not None and self.to != self.identity:
             raise ValueError("`to` and `identity` name different numbers")
         return self
@@ -100,9 +114,23 @@ class Recipient(BaseModel):
         return number
 
 
-RetryableReason = Literal["busy", "no_answer", "voicemail", "rejected", "carrier_error"]
+RetryableReason = Literal[
+    EndReason.BUSY,
+    EndReason.NO_ANSWER,
+    EndReason.VOICEMAIL,
+    EndReason.REJECTED,
+    EndReason.CARRIER_ERROR,
+]
 DEFAULT_RING_TIMEOUT = 30
 MIN_RING_TIMEOUT = 15
+DEFAULT_MAX_ATTEMPTS_PER_24H = 3
+"""The frequency cap of state rules (dialer/state_rules.py: Florida, Oklahoma, Maryland)."""
+MAX_ATTEMPTS_PER_24H = Field(
+    ge=1,
+    le=10,
+    description="Under state rules: dial a number at most this many times in any 24 hours, "
+    "across all of the tenant's campaigns and the batches that ask for state rules.",
+)
 
 
 class RetryPolicy(BaseModel):
@@ -112,7 +140,7 @@ class RetryPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_attempts: int = Field(default=1, ge=1, le=10)
-    on: list[RetryableReason] = Field(default_factory=lambda: ["busy", "no_answer"])
+    on: list[RetryableReason] = Field(default_factory=lambda: [EndReason.BUSY, EndReason.NO_ANSWER])
     delay_seconds: int = Field(default=3600, ge=0, le=7 * 24 * 3600)
 
 
@@ -122,40 +150,63 @@ class CallOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     from_number: E164 | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    variables: dict[str, Any] = Field(default_factory=dict)
-    post_call: dict[str, Any] | None = None
+    metadata: JsonObject = Field(default_factory=dict)
+    variables: JsonObject = Field(default_factory=dict)
+    post_call: JsonObject | None = None
     calling_window: CallingWindow | None = None
     retry: RetryPolicy | None = None
     ring_timeout_seconds: int = Field(default=DEFAULT_RING_TIMEOUT, ge=MIN_RING_TIMEOUT, le=600)
+    state_rules: bool = Field(
+        default=False,
+        description="Apply state rules: the stricter calling hours of the states that set "
+        "them, judged in the recipient's local time, and the frequency cap "
+        "(`max_attempts_per_24h`).",
+    )
+    max_attempts_per_24h: Annotated[int | None, MAX_ATTEMPTS_PER_24H] = Field(
+        default=None,
+        description=f"With `state_rules` only; {DEFAULT_MAX_ATTEMPTS_PER_24H} if omitted.",
+    )
+
+    @field_validator("max_attempts_per_24h")
+    @classmethod
+    def _cap_with_state_rules(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # `state_rules` is validated first; when it is invalid, that is the error reported.
+        if value is not None and info.data.get("state_rules") is False:
+            raise ValueError("applies only with state_rules: true")
+        return value
 
 
-class BatchCreate(CallOptions):
+_RECIPIENTS = Field(min_length=1, max_length=MAX_RECIPIENTS)
+Numbers = Annotated[
+    list[E164], _RECIPIENTS, distinct(E164, lambda number: number), at_most(MAX_RECIPIENTS)
+]
+Recipients = Annotated[
+    list[Recipient], _RECIPIENTS, distinct(Recipient, lambda r: r.number), at_most(MAX_RECIPIENTS)
+]
+
+
+class BatchCreate(CallOptions, RequestModel):
     agent_id: UUID
-    to: list[E164] | None = Field(default=None, max_length=MAX_RECIPIENTS)
-    recipients: list[Recipient] | None = Field(default=None, max_length=MAX_RECIPIENTS)
-    batch_id: str | None = Field(default=None, min_length=1, max_length=200)
+    to: Numbers | None = None
+    recipients: Recipients | None = None
+    batch_id: Name | None = None
 
-    @model_validator(mode="after")
-    def _to_or_recipients(self) -> "BatchCreate":
-        if self.to is not None and self.recipients is not None:
-            raise ValueError("send `to` or `recipients`, not both")
-        chosen = self.to if self.to is not None else self.recipients
-        if chosen is None:
-            raise ValueError("send `to` or `recipients`")
-        if not chosen:
-            raise ValueError("the recipient list is empty")
-        return self
+    @classmethod
+    def cross_field_problems(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
+        to, recipients = data.get("to"), data.get("recipients")
+        if to is not None and recipients is not None:
+            return [problem([], "value_error", "Send `to` or `recipients`, not both.")]
+        if to is None and recipients is None:
+            return [problem([], "missing", "Send `to` or `recipients`.")]
+        return []
 
 
-class ParticipantCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ParticipantCreate(RequestModel):
     transport: Literal["pstn", "webrtc"]
-    identity: str = Field(min_length=1, max_length=200)
-    name: str | None = Field(default=None, max_length=200)
+    identity: Name
+    name: Label | None = None
     from_number: E164 | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
     @field_validator("identity")
     @classmethod
@@ -165,18 +216,27 @@ class ParticipantCreate(BaseModel):
             return _phone_number(value)
         return value
 
-    @model_validator(mode="after")
-    def _from_number_is_for_pstn(self) -> "ParticipantCreate":
-        if self.transport != "pstn" and self.from_number is not None:
-            raise ValueError("from_number applies to pstn participants only")
-        return self
+    @classmethod
+    def cross_field_problems(cls, data: dict[str, Any]) -> list[InitErrorDetails]:
+        if data.get("transport") == "webrtc" and data.get("from_number") is not None:
+            return [
+                problem(
+                    ["from_number"], "value_error", "from_number applies to pstn participants only."
+                )
+            ]
+        return []
 
 
 class CallCreate(CallOptions):
     agent_id: UUID | None = Field(
         default=None, description="Required with a secret key; a publishable key has its own."
     )
-    participants: list[ParticipantCreate] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    participants: Annotated[
+        list[ParticipantCreate],
+        _RECIPIENTS,
+        distinct(ParticipantCreate, lambda p: (p.transport, p.identity)),
+        at_most(MAX_RECIPIENTS),
+    ]
 
 
 def _omit_if_none(value: Any) -> bool:
@@ -237,6 +297,8 @@ class CallSummary(BaseModel):
     calling_window: dict[str, Any] | None
     retry: dict[str, Any] | None
     ring_timeout_seconds: int
+    state_rules: bool
+    max_attempts_per_24h: int | None = Field(description="The frequency cap, with state_rules.")
     created_at: datetime
     ended_at: datetime | None
 
@@ -244,6 +306,35 @@ class CallSummary(BaseModel):
 class CallOut(CallSummary):
     participant_counts: dict[str, int]
     participants: list[ParticipantOut]
+
+
+class AttemptOut(BaseModel):
+    """One dial of a participant, and why it was allowed when it was placed."""
+
+    id: str
+    participant_id: str
+    attempt: int = Field(description="The participant's dial this was: 1, then 2 for a retry…")
+    status: Literal["placing", "placed", "answered", "ended", "lost"]
+    provider: str
+    provider_call_id: str | None
+    from_number: str = Field(description="The caller ID dialed from.")
+    to_number: str
+    created_at: datetime = Field(description="When the dial was committed, checks passed.")
+    dial_at: datetime = Field(description="The dial's pacing slot: when it was to be placed.")
+    placed_at: datetime | None
+    answered_at: datetime | None
+    answered_by: Literal["human", "machine"] | None
+    ended_at: datetime | None
+    end_reason: str | None = Field(description="The dial's outcome, once it has ended.")
+    talk_seconds: int | None
+    checks: dict[str, Any] | None = Field(
+        description="The checks that allowed the dial, as they stood when it was committed: "
+        "`dnc` (listed, checked_at), `caller_id` (number, owned), `agent` (exists), `credit` "
+        "(available), `window` (start, end, days and the zones with their local times), "
+        "`state_rule` (state, hours, source, zones) and `frequency` (dials_in_24h before this "
+        "one, limit, source); null for a rule that did not bind the dial. null for dials made "
+        "before outdial recorded checks."
+    )
 
 
 class QueueStats(BaseModel):

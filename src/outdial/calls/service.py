@@ -1,29 +1,37 @@
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents import service as agents
 from outdial.agents.models import Agent
 from outdial.billing import service as billing
-from outdial.calls.models import Call, DialJob, Participant
-from outdial.calls.schemas import BatchCreate, CallCreate, CallOptions
-from outdial.calls.webrtc import join_token
+from outdial.calls.models import Call, Participant
+from outdial.calls.rows import call_row, insert_calls, participant_row
+from outdial.calls.schemas import (
+    DEFAULT_MAX_ATTEMPTS_PER_24H,
+    BatchCreate,
+    CallCreate,
+    CallOptions,
+)
+from outdial.calls.statuses import LIVE_PARTICIPANT, CallStatus, EndReason, ParticipantStatus
+from outdial.calls.webrtc import join_token, room_name
 from outdial.config import Settings
-from outdial.db import bulk_insert, utcnow
-from outdial.dialer import campaign_queue
+from outdial.db import utcnow
+from outdial.dialer import jobs as dial_jobs
+from outdial.dialer.models import DialAttempt
+from outdial.dialer.sources import ParticipantChange
+from outdial.dialer.status import change_participants, complete_finished_calls
 from outdial.dnc import service as dnc
 from outdial.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from outdial.ids import new_id, new_ids
 from outdial.keys.service import Principal
 from outdial.numbers.models import PhoneNumber
 from outdial.pagination import PageParams, paginate
-
-FINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
-LIVE_STATUSES = frozenset({"dialing", "in_progress"})
+from outdial.permissions import service as permissions
+from outdial.telephony.registry import provider_class
 
 
 @dataclass(slots=True)
@@ -51,16 +59,14 @@ class QueuedParticipant:
 
 @dataclass(slots=True)
 class QueuedCall:
-    call: Call
+    id: str
+    status: str
+    batch_id: str | None
     participants: list[QueuedParticipant]
 
     @property
     def queued(self) -> int:
         return sum(1 for p in self.participants if p.transport == "pstn")
-
-
-def room_name(call_id: str) -> str:
-    return "call_" + call_id
 
 
 def merge_over(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -72,26 +78,6 @@ def merge_over(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
-
-
-def _reject_duplicates(participants: Sequence[NewParticipant], field_name: str) -> None:
-    first_seen: dict[tuple[str, str], int] = {}
-    duplicates = []
-    for index, p in enumerate(participants):
-        key = (p.transport, p.identity)
-        if key in first_seen:
-            duplicates.append(
-                {"index": index, "identity": p.identity, "first_index": first_seen[key]}
-            )
-        else:
-            first_seen[key] = index
-    if duplicates:
-        listed = ", ".join(sorted({d["identity"] for d in duplicates}))
-        raise ValidationFailed(
-            f"A recipient appears more than once in {field_name}: {listed}.",
-            code="duplicate_recipient",
-            details=duplicates,
-        )
 
 
 async def _resolve_from_numbers(
@@ -170,7 +156,6 @@ async def _queue(
     batch_id: str | None,
     options: CallOptions,
     participants: Sequence[NewParticipant],
-    field_name: str,
 ) -> QueuedCall:
     """Validate, hold credits and store a call with its participants (each PSTN one with its
     telephony leg id) and their dial jobs.
@@ -178,7 +163,6 @@ async def _queue(
     Everything is written in the caller's transaction: the caller commits once, before it
     answers, so an answered request never loses a queued dial."""
     tenant_id = principal.tenant_id
-    _reject_duplicates(participants, field_name)
     from_numbers = await _resolve_from_numbers(
         session,
         tenant_id=tenant_id,
@@ -188,30 +172,37 @@ async def _queue(
         key_default=principal.default_from_number,
     )
     await _reject_dnc(session, tenant_id=tenant_id, participants=participants)
+    await permissions.reject_refused_destinations(
+        session, tenant_id=tenant_id, participants=participants
+    )
     hold_each = billing.increment_cost_micros(agent.rate_per_minute_micros)
     pstn_count = sum(1 for p in participants if p.transport == "pstn")
     await billing.place_hold(session, tenant_id=tenant_id, amount_micros=hold_each * pstn_count)
 
     now = utcnow()
-    call = Call(
+    call = call_row(
         id=new_id("call"),
         tenant_id=tenant_id,
         agent_id=agent.id,
         kind=kind,
         batch_id=batch_id,
-        status="queued" if pstn_count else "in_progress",
+        status=CallStatus.QUEUED if pstn_count else CallStatus.IN_PROGRESS,
         from_number=options.from_number,
-        call_metadata=options.metadata,
+        metadata=options.metadata,
         variables=options.variables,
         post_call=merge_over(agent.post_call or {}, options.post_call or {}),
         calling_window=options.calling_window.model_dump() if options.calling_window else None,
         retry=options.retry.model_dump() if options.retry else None,
         ring_timeout_seconds=options.ring_timeout_seconds,
-        created_at=now,
+        state_rules=options.state_rules,
+        max_attempts_per_24h=(
+            (options.max_attempts_per_24h or DEFAULT_MAX_ATTEMPTS_PER_24H)
+            if options.state_rules
+            else None
+        ),
+        webrtc_seen=provider_class(settings).sees_webrtc,
+        now=now,
     )
-    session.add(call)
-    await session.flush()
-
     count = len(participants)
     participant_ids = new_ids("participant", count)
     leg_ids = new_ids("leg", count)
@@ -225,59 +216,55 @@ async def _queue(
         leg_id = leg_ids[position] if is_pstn else None
         job_id = job_ids[position] if is_pstn else None
         participant_rows.append(
-            {
-                "id": participant_id,
-                "call_id": call.id,
-                "tenant_id": tenant_id,
-                "position": position,
-                "transport": p.transport,
-                "identity": p.identity,
-                "from_number": from_number,
-                "metadata": p.metadata,
-                "status": "queued",
-                "attempts": 0,
-                "telephony_leg_id": leg_id,
-                "job_id": job_id,
-                "hold_micros": hold_each if is_pstn else 0,
-                "cost_micros": 0,
-                "created_at": now,
-            }
+            participant_row(
+                id=participant_id,
+                call_id=call["id"],
+                tenant_id=tenant_id,
+                position=position,
+                transport=p.transport,
+                identity=p.identity,
+                from_number=from_number,
+                metadata=p.metadata,
+                leg_id=leg_id,
+                job_id=job_id,
+                hold_micros=hold_each if is_pstn else 0,
+                now=now,
+            )
         )
         entry = QueuedParticipant(
             id=participant_id,
             transport=p.transport,
             identity=p.identity,
-            status="queued",
+            status=ParticipantStatus.QUEUED,
             telephony_leg_id=leg_id,
             job_id=job_id,
         )
         if is_pstn:
+            assert job_id is not None and from_number is not None
             job_rows.append(
-                {
-                    "id": job_id,
-                    "tenant_id": tenant_id,
-                    "call_id": call.id,
-                    "participant_id": participant_id,
-                    "status": "waiting",
-                    "to_number": p.identity,
-                    "from_number": from_number,
-                    "variables": options.variables,
-                    "attempt": 0,
-                    "max_attempts": options.retry.max_attempts if options.retry else 1,
-                    "run_at": now,
-                    "created_at": now,
-                }
+                dial_jobs.job_row(
+                    id=job_id,
+                    tenant_id=tenant_id,
+                    call_id=call["id"],
+                    participant_id=participant_id,
+                    to_number=p.identity,
+                    from_number=from_number,
+                    variables=options.variables,
+                    max_attempts=options.retry.max_attempts if options.retry else 1,
+                    now=now,
+                )
             )
         else:
             entry.url = settings.livekit_url
             entry.token = join_token(
-                settings, room_name=room_name(call.id), identity=p.identity, name=p.name
+                settings, room_name=room_name(call["id"]), identity=p.identity, name=p.name
             )
         queued.append(entry)
 
-    await bulk_insert(session, Participant.__table__, participant_rows)
-    await bulk_insert(session, DialJob.__table__, job_rows)
-    return QueuedCall(call=call, participants=queued)
+    await insert_calls(session, calls=[call], participants=participant_rows, jobs=job_rows)
+    if job_rows:
+        await dial_jobs.wake_dialers(session)
+    return QueuedCall(id=call["id"], status=call["status"], batch_id=batch_id, participants=queued)
 
 
 async def queue_batch(
@@ -305,12 +292,17 @@ async def queue_batch(
         batch_id=data.batch_id or new_id("batch"),
         options=data,
         participants=participants,
-        field_name="to" if data.to is not None else "recipients",
     )
 
 
 def _authorize_publishable(principal: Principal, data: CallCreate) -> str:
-    """A publishable key may only call as its own agent, over its own channels."""
+    """A publishable key sits in a public web page, so whoever reads the page holds it. It may
+    only call as its own agent, over its own channels; at most one PSTN participant a request;
+    only from the key's or the agent's caller ID (a request naming another is refused, one
+    naming none gets the usual resolution); with the variables fixed on the key, which the
+    request may add to but not override (nor may a participant's metadata, which the agent
+    sees merged over them); and no `retry` or `post_call` of its own. The fixed variables are
+    merged into `data.variables` here, so the call carries them."""
     assert principal.agent_id is not None
     if data.agent_id is not None and str(data.agent_id) != principal.agent_id:
         raise Forbidden(
@@ -330,6 +322,43 @@ def _authorize_publishable(principal: Principal, data: CallCreate) -> str:
             "This publishable key may not use transport " + ", ".join(refused) + ".",
             code="publishable_key_forbidden",
         )
+    pstn = [p for p in data.participants if p.transport == "pstn"]
+    if len(pstn) > 1:
+        raise Forbidden(
+            f"A publishable key places at most one PSTN participant per request ({len(pstn)} "
+            "were sent).",
+            code="publishable_key_forbidden",
+            details={"rule": "one_pstn_participant", "pstn_participants": len(pstn)},
+        )
+    allowed = sorted({n for n in (principal.default_from_number, principal.agent_from_number) if n})
+    named = {data.from_number, *(p.from_number for p in pstn)} - {None}
+    if named - set(allowed):
+        raise Forbidden(
+            "A publishable key may only call from its own or its agent's default caller ID ("
+            + (", ".join(allowed) or "neither is set")
+            + ").",
+            code="publishable_key_forbidden",
+            details={"rule": "from_number", "from_numbers": sorted(named), "allowed": allowed},
+        )
+    fixed = principal.variables
+    sent = set(data.variables).union(*(p.metadata for p in data.participants))
+    overridden = sorted(sent.intersection(fixed))
+    if overridden:
+        raise Forbidden(
+            "These variables are fixed on the publishable key and cannot be overridden: "
+            + ", ".join(overridden)
+            + ".",
+            code="publishable_key_forbidden",
+            details={"rule": "variables", "variables": overridden},
+        )
+    options = sorted(name for name in ("retry", "post_call") if getattr(data, name) is not None)
+    if options:
+        raise Forbidden(
+            "A publishable key may not set " + " or ".join(options) + ".",
+            code="publishable_key_forbidden",
+            details={"rule": "options", "fields": options},
+        )
+    data.variables = {**data.variables, **fixed}
     return principal.agent_id
 
 
@@ -366,7 +395,6 @@ async def create_call(
         batch_id=None,
         options=data,
         participants=participants,
-        field_name="participants",
     )
 
 
@@ -380,6 +408,16 @@ async def get_call(session: AsyncSession, *, tenant_id: str, call_id: str) -> Ca
 async def participants_of(session: AsyncSession, *, call_id: str) -> list[Participant]:
     stmt = select(Participant).where(Participant.call_id == call_id).order_by(Participant.position)
     return list((await session.scalars(stmt)).all())
+
+
+async def attempts_of(
+    session: AsyncSession, *, call_id: str, page: PageParams
+) -> list[DialAttempt]:
+    """A call's dial attempts, oldest first (ids sort by creation), a page of them."""
+    # Through its participants, whose attempts are indexed; attempts are not, by call.
+    of_call = select(Participant.id).where(Participant.call_id == call_id)
+    stmt = select(DialAttempt).where(DialAttempt.participant_id.in_(of_call))
+    return list((await session.scalars(paginate(stmt, DialAttempt.id, page))).all())
 
 
 async def list_calls(
@@ -403,68 +441,40 @@ async def list_calls(
 
 async def end_call(session: AsyncSession, *, tenant_id: str, call_id: str) -> Call:
     """Cancel every participant still queued (its hold released, its job canceled) and ask the
-    dialer to hang up the live ones. Ending an ended call changes nothing."""
+    dialer to hang up the live ones. A WebRTC participant still queued is canceled where the
+    provider reports who joins (it never came); where the provider cannot see it, it ends
+    with the call (dialer/status.py): at once when no PSTN participant is live, else when
+    the last one has hung up. Ending an ended call changes nothing."""
     call = await get_call(session, tenant_id=tenant_id, call_id=call_id)
+    await dial_jobs.cancel_waiting(session, tenant_id=tenant_id, call_id=call.id)
     now = utcnow()
-    # Jobs first, guarded by their state: a job the dialer has already claimed is live, not
-    # queued, and only participants whose job we took back here are canceled.
-    unclaimed = list(
-        await session.scalars(
-            update(DialJob)
-            .where(
-                DialJob.id.in_(select(Participant.job_id).where(Participant.call_id == call.id)),
-                DialJob.status == "waiting",
-            )
-            .values(status="canceled")
-            .returning(DialJob.participant_id)
-        )
-    )
-    canceled = (
-        await session.execute(
-            update(Participant)
-            .where(
+    if call.webrtc_seen:
+        never_came = await session.scalars(
+            select(Participant.id).where(
                 Participant.call_id == call.id,
-                Participant.status == "queued",
-                or_(Participant.transport == "webrtc", Participant.id.in_(unclaimed)),
+                Participant.transport == "webrtc",
+                Participant.status == ParticipantStatus.QUEUED,
             )
-            .values(status="canceled", end_reason="canceled", ended_at=now)
-            .returning(Participant.hold_micros)
         )
-    ).all()
-    if canceled and call.campaign_id is not None:
-        await campaign_queue.call_ended_by_user(
-            session, call_id=call.id, campaign_id=call.campaign_id
-        )
-    held = sum(row.hold_micros for row in canceled)
-    if held:
-        await billing.release_holds(
-            session, releases=[billing.Release(tenant_id, held, 0, call.id)]
+        await change_participants(
+            session,
+            changes=[
+                ParticipantChange(
+                    p, tenant_id, ParticipantStatus.CANCELED, now, end_reason=EndReason.CANCELED
+                )
+                for p in never_came
+            ],
         )
     await session.execute(
         update(Participant)
-        .where(Participant.call_id == call.id, Participant.status.in_(LIVE_STATUSES))
+        .where(Participant.call_id == call.id, Participant.status.in_(LIVE_PARTICIPANT))
         .values(hangup_requested_at=now)
     )
-    live = await session.scalar(
-        select(func.count())
-        .select_from(Participant)
-        .where(Participant.call_id == call.id, Participant.status.in_(LIVE_STATUSES))
-    )
-    if not live and call.ended_at is None:
-        call.status = "canceled" if canceled else "completed"
-        call.ended_at = now
-    await session.flush()
+    await complete_finished_calls(session, call_ids={call.id})
+    await session.refresh(call)
     return call
 
 
 async def queue_stats(session: AsyncSession, *, tenant_id: str) -> dict[str, int]:
     """The tenant's dial jobs by state: waiting, active, completed, failed."""
-    rows = (
-        await session.execute(
-            select(DialJob.status, func.count())
-            .where(DialJob.tenant_id == tenant_id)
-            .group_by(DialJob.status)
-        )
-    ).all()
-    counts = Counter({status: count for status, count in rows})
-    return {name: counts[name] for name in ("waiting", "active", "completed", "failed")}
+    return await dial_jobs.counts_by_status(session, tenant_id=tenant_id)

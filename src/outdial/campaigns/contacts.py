@@ -5,29 +5,24 @@ upload and against earlier uploads are counted alike, and nothing is held in mem
 chunk being inserted."""
 
 import asyncio
-import codecs
-import csv
-import io
 import json
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any
 
-import asyncpg
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.calls.schemas import _zone_names
+from outdial.campaigns.models import CampaignContact
 from outdial.campaigns.schemas import MAX_LISTED_INVALID, ContactIn, InvalidRow
-from outdial.db import utcnow
+from outdial.campaigns.statuses import ContactStatus
+from outdial.csvstream import Batch, CsvStream
+from outdial.db import insert_ignoring_duplicates, utcnow
 from outdial.errors import ValidationFailed
 from outdial.ids import new_ids
 from outdial.phones import InvalidPhoneNumber, to_e164
 
 CHUNK_ROWS = 10_000
-MAX_RECORD_CHARS = 1_000_000
 PHONE_COLUMN = "phone_number"
 TIMEZONE_COLUMN = "timezone"
 
@@ -117,75 +112,22 @@ class ContactWriter:
         self.result.duplicates += len(chunk) - inserted
 
 
-_COLUMNS = "campaign_id, id, phone_number, variables, timezone, status, created_at"
+_COLUMNS = ("campaign_id", "id", "phone_number", "variables", "timezone", "status", "created_at")
 
 
 async def _insert_ignoring_duplicates(
     session: AsyncSession, campaign_id: str, contacts: list[NewContact]
 ) -> int:
-    """Insert through the driver's fastest path; answers how many rows went in.
-
-    On PostgreSQL a binary COPY, inside a savepoint: most uploads hold no duplicate, and COPY
-    costs half of an `INSERT … ON CONFLICT DO NOTHING`, which is what a chunk that does hold
-    one is inserted with instead. `executemany` on SQLite."""
+    """Insert a chunk of contacts; answers how many went in (the rest were duplicates)."""
     ids = new_ids("contact", len(contacts))
     now = utcnow()
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
-    if session.get_bind().dialect.name == "postgresql":
-        return await _insert_postgres(driver, campaign_id, ids, now, contacts)
-    before = await session.scalar(text("SELECT total_changes()"))
-    stamp = _sqlite_time(now)
-    await driver.executemany(
-        f"INSERT INTO campaign_contacts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?) "
-        "ON CONFLICT DO NOTHING",
-        [(campaign_id, i, *c, stamp) for i, c in zip(ids, contacts, strict=True)],
+    pending = str(ContactStatus.PENDING)
+    return await insert_ignoring_duplicates(
+        session,
+        CampaignContact.__table__,
+        _COLUMNS,
+        [(campaign_id, i, *c, pending, now) for i, c in zip(ids, contacts, strict=True)],
     )
-    after = await session.scalar(text("SELECT total_changes()"))
-    return int(after) - int(before)
-
-
-async def _insert_postgres(
-    driver: Any, campaign_id: str, ids: list[str], now: datetime, contacts: list[NewContact]
-) -> int:
-    await driver.execute("SAVEPOINT contacts_chunk")
-    try:
-        await driver.copy_records_to_table(
-            "campaign_contacts",
-            columns=[
-                "campaign_id",
-                "id",
-                "phone_number",
-                "variables",
-                "timezone",
-                "status",
-                "created_at",
-            ],
-            records=[
-                (campaign_id, i, *c, "pending", now) for i, c in zip(ids, contacts, strict=True)
-            ],
-        )
-    except asyncpg.UniqueViolationError:
-        await driver.execute("ROLLBACK TO SAVEPOINT contacts_chunk")
-    else:
-        await driver.execute("RELEASE SAVEPOINT contacts_chunk")
-        return len(contacts)
-    await driver.execute("RELEASE SAVEPOINT contacts_chunk")
-    status = await driver.execute(
-        f"INSERT INTO campaign_contacts ({_COLUMNS}) "
-        "SELECT $1, id, phone, vars::jsonb, tz, 'pending', $2 "
-        "FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS t(id, phone, vars, tz) "
-        "ON CONFLICT DO NOTHING",
-        campaign_id,
-        now,
-        ids,
-        *(list(column) for column in zip(*contacts, strict=True)),
-    )
-    return int(status.rsplit(" ", 1)[1])
-
-
-def _sqlite_time(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 async def insert_json(
@@ -207,16 +149,15 @@ async def insert_json(
 async def insert_csv(
     session: AsyncSession, *, campaign_id: str, body: AsyncIterator[bytes]
 ) -> ImportResult:
-    """Contacts from a UTF-8 CSV body read as it arrives: a header row naming a
-    `phone_number` column (and optionally `timezone`); every other column becomes a
-    variable. An invalid row is listed by its line; a bad header refuses the whole upload."""
+    """Contacts from a UTF-8 CSV body read as it arrives (see `outdial.csvstream`): a header
+    row naming a `phone_number` column (and optionally `timezone`); every other column becomes
+    a variable. An invalid row is listed by its row number; a bad header or a body that is not
+    CSV refuses the whole upload."""
     writer = ContactWriter(session, campaign_id)
-    batches = _csv_batches(body)
-    header, first_batch = await _header(batches)
-    rows = _RowReader(header, writer.result)
+    stream = CsvStream(body)
+    rows = _RowReader(_checked_header(await stream.read_header()), writer.result)
     try:
-        await writer.extend(rows.contacts(first_batch))
-        async for batch in batches:
+        async for batch in stream:
             await writer.extend(rows.contacts(batch))
         return await writer.finish()
     finally:
@@ -224,8 +165,8 @@ async def insert_csv(
 
 
 class _RowReader:
-    """Turns a batch of CSV records into contacts, counting lines across batches (a
-    million-row file is read a batch at a time, not a record at a time)."""
+    """Turns a batch of CSV records into contacts (a million-row file is read a batch at a
+    time, not a record at a time)."""
 
     def __init__(self, header: list[str], result: ImportResult) -> None:
         self.width = len(header)
@@ -233,20 +174,18 @@ class _RowReader:
         self.zone_at = header.index(TIMEZONE_COLUMN) if TIMEZONE_COLUMN in header else None
         self.variables = _VariablesEncoder(header, skip={self.phone_at, self.zone_at})
         self.result = result
-        self.line = 1
 
-    def contacts(self, records: list[list[str]]) -> list[NewContact]:
+    def contacts(self, batch: Batch) -> list[NewContact]:
         found: list[NewContact] = []
-        for record in records:
-            self.line += 1
+        for row, record in enumerate(batch.records, batch.first_row):
             if not record:
                 continue  # a blank line
             if len(record) != self.width:
-                self.result.reject(self.line, f"expected {self.width} columns, found {len(record)}")
+                self.result.reject(row, f"expected {self.width} columns, found {len(record)}")
                 continue
             contact = _contact(
                 self.result,
-                self.line,
+                row,
                 record[self.phone_at],
                 self.variables.encode(record),
                 record[self.zone_at] if self.zone_at is not None else None,
@@ -268,17 +207,8 @@ class _VariablesEncoder:
         return "{" + ",".join(key + encode_basestring(record[i]) for i, key in self._columns) + "}"
 
 
-async def _header(
-    batches: AsyncIterator[list[list[str]]],
-) -> tuple[list[str], list[list[str]]]:
-    """The header row, and the records that came with it."""
-    async for batch in batches:
-        if batch:
-            header = [name.strip() for name in batch[0]]
-            rest = batch[1:]
-            break
-    else:
-        raise ValidationFailed("The CSV body is empty: send a header row.", code="invalid_csv")
+def _checked_header(header: list[str]) -> list[str]:
+    header = [name.strip() for name in header]
     if PHONE_COLUMN not in header:
         raise ValidationFailed(
             f"The CSV header must name a {PHONE_COLUMN!r} column; it names {header!r}.",
@@ -288,43 +218,4 @@ async def _header(
         raise ValidationFailed(
             "The CSV header names a column more than once.", code="invalid_csv_header"
         )
-    return header, rest
-
-
-async def _csv_batches(body: AsyncIterator[bytes]) -> AsyncIterator[list[list[str]]]:
-    """CSV records as the body arrives, a batch per piece of it: bytes are decoded
-    incrementally and cut only at a line end outside quotes, so a quoted field may span lines
-    and chunks."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    pending = ""
-    try:
-        async for data in body:
-            pending += decoder.decode(data)
-            cut = _last_record_end(pending)
-            if cut:
-                yield _parsed(pending[:cut])
-                pending = pending[cut:]
-            elif len(pending) > MAX_RECORD_CHARS:
-                raise ValidationFailed(
-                    "A CSV record is longer than 1,000,000 characters (an unclosed quote?).",
-                    code="invalid_csv",
-                )
-        pending += decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        raise ValidationFailed("The CSV body is not UTF-8.", code="invalid_csv") from None
-    yield _parsed(pending)
-
-
-def _parsed(text_: str) -> list[list[str]]:
-    try:
-        return list(csv.reader(io.StringIO(text_)))
-    except csv.Error as exc:
-        raise ValidationFailed(f"The CSV body is malformed: {exc}.", code="invalid_csv") from None
-
-
-def _last_record_end(text_: str) -> int:
-    """Just past the last newline that ends a record (an even number of quotes before it)."""
-    end = text_.rfind("\n")
-    while end >= 0 and text_.count('"', 0, end) % 2:
-        end = text_.rfind("\n", 0, end)
-    return end + 1
+    return header

@@ -9,27 +9,31 @@ from pydantic import ValidationError
 
 from outdial.campaigns import service
 from outdial.campaigns.contacts import ImportResult
-from outdial.campaigns.models import Campaign, CampaignContact
+from outdial.campaigns.models import CampaignContact
 from outdial.campaigns.schemas import (
     CampaignCreate,
     CampaignCreated,
     CampaignDetail,
     CampaignOut,
-    CampaignSettings,
     CampaignStarted,
     CampaignState,
     CampaignStatus,
     CampaignUpdate,
-    ContactCounts,
     ContactOut,
     ContactsInserted,
     ContactStatus,
     ContactsUpload,
+    LaunchBlocker,
+    LaunchCheckOut,
+    LaunchWarning,
 )
-from outdial.errors import ValidationFailed, error_responses
-from outdial.idempotency import idempotent, idempotent_stream
+from outdial.campaigns.views import campaign_detail, campaign_out
+from outdial.error_handlers import ErrorResponse, error_responses
+from outdial.errors import ValidationFailed
+from outdial.idempotency.dependency import Idempotent, idempotent_stream
 from outdial.keys.auth import SecretKey, Session
-from outdial.pagination import Page, PageParams, page_of, page_params
+from outdial.pagination import Page, PageParams, page_of
+from outdial.pagination_query import page_params
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=error_responses(403))
 """Mounted twice: under /v1, and at the seed's unprefixed /campaigns paths (hidden)."""
@@ -70,21 +74,6 @@ _CONTACTS_BODY = {
 }
 
 
-def campaign_out(campaign: Campaign) -> CampaignOut:
-    return CampaignOut(
-        id=campaign.id,
-        name=campaign.name,
-        agent_id=campaign.agent_id,
-        call_from_number=campaign.call_from_number,
-        status=campaign.status,  # type: ignore[arg-type]
-        settings=CampaignSettings.model_validate(campaign.settings),
-        created_at=campaign.created_at,
-        updated_at=campaign.updated_at,
-        started_at=campaign.started_at,
-        completed_at=campaign.completed_at,
-    )
-
-
 def contact_out(contact: CampaignContact) -> ContactOut:
     return ContactOut.model_validate(contact, from_attributes=True)
 
@@ -105,17 +94,11 @@ def inserted_out(result: ImportResult) -> ContactsInserted:
     responses=error_responses(400, 404, 422),
 )
 async def create_campaign(
-    request: Request, body: CampaignCreate, session: Session, principal: SecretKey
+    body: CampaignCreate, session: Session, principal: SecretKey, once: Idempotent
 ) -> JSONResponse:
     """Create a draft campaign."""
-
-    async def create() -> CampaignCreated:
-        campaign = await service.create_campaign(session, tenant_id=principal.tenant_id, data=body)
-        return CampaignCreated(campaign_id=campaign.id)
-
-    return await idempotent(
-        request, session, tenant_id=principal.tenant_id, status_code=201, create=create
-    )
+    campaign = await service.create_campaign(session, tenant_id=principal.tenant_id, data=body)
+    return once.answer(CampaignCreated(campaign_id=campaign.id), 201)
 
 
 @router.get("", response_model=Page[CampaignOut])
@@ -139,14 +122,7 @@ async def get_campaign(campaign_id: str, session: Session, principal: SecretKey)
     campaign = await service.get_campaign(
         session, tenant_id=principal.tenant_id, campaign_id=campaign_id
     )
-    stats = await service.campaign_stats(session, campaign=campaign)
-    return CampaignDetail(
-        **campaign_out(campaign).model_dump(),
-        contacts=ContactCounts(total=stats.total, **stats.counts),
-        attempts=stats.attempts,
-        answered=stats.answered,
-        progress=stats.progress,
-    )
+    return await campaign_detail(session, campaign)
 
 
 @router.put("/{campaign_id}", response_model=CampaignOut, responses=error_responses(400, 404, 409))
@@ -179,29 +155,25 @@ async def add_contacts(
 ) -> JSONResponse:
     """Add contacts to a draft or paused campaign: JSON (up to 10,000) or CSV (any size)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "text/csv":
 
-        async def stream_in(body: AsyncIterator[bytes]) -> ContactsInserted:
+    # Read as a stream either way (a CSV body may be of any size), so one Idempotency-Key
+    # path serves both: its fingerprint is the body's bytes.
+    async def add(body: AsyncIterator[bytes]) -> ContactsInserted:
+        if content_type == "text/csv":
             result = await service.import_csv(
                 session, tenant_id=principal.tenant_id, campaign_id=campaign_id, body=body
             )
-            return inserted_out(result)
-
-        return await idempotent_stream(
-            request, session, tenant_id=principal.tenant_id, status_code=201, create=stream_in
-        )
-    upload = _json_contacts(await request.body())
-
-    async def add() -> ContactsInserted:
-        result = await service.add_contacts(
-            session,
-            tenant_id=principal.tenant_id,
-            campaign_id=campaign_id,
-            contacts=upload.contacts,
-        )
+        else:
+            upload = _json_contacts(b"".join([chunk async for chunk in body]))
+            result = await service.add_contacts(
+                session,
+                tenant_id=principal.tenant_id,
+                campaign_id=campaign_id,
+                contacts=upload.contacts,
+            )
         return inserted_out(result)
 
-    return await idempotent(
+    return await idempotent_stream(
         request, session, tenant_id=principal.tenant_id, status_code=201, create=add
     )
 
@@ -238,25 +210,48 @@ async def list_contacts(
     return Page(data=[contact_out(c) for c in rows], next_cursor=cursor)
 
 
+@router.get(
+    "/{campaign_id}/launch-check",
+    response_model=LaunchCheckOut,
+    response_model_exclude_none=True,
+    responses=error_responses(404),
+)
+async def launch_check(campaign_id: str, session: Session, principal: SecretKey) -> LaunchCheckOut:
+    """Say why the campaign would not dial right now (blockers) and what would make its
+    calls less than they could be (warnings)."""
+    check = await service.launch_check(
+        session, tenant_id=principal.tenant_id, campaign_id=campaign_id
+    )
+    return LaunchCheckOut(
+        ready=check.ready,
+        blockers=[LaunchBlocker.model_validate(f, from_attributes=True) for f in check.blockers],
+        warnings=[LaunchWarning.model_validate(f, from_attributes=True) for f in check.warnings],
+    )
+
+
 @router.post(
     "/{campaign_id}/start",
     response_model=CampaignStarted,
-    responses=error_responses(404, 409, 422),
+    responses=error_responses(404, 422)
+    | {
+        409: {
+            "model": ErrorResponse,
+            "description": "`invalid_campaign_state`: not a draft. `not_ready`: a "
+            "launch-check blocker that is not merely a matter of time stands; "
+            "`details.blockers` lists each (`code`, `message`).",
+        }
+    },
 )
 async def start_campaign(
-    campaign_id: str, request: Request, session: Session, principal: SecretKey
+    campaign_id: str, session: Session, principal: SecretKey, once: Idempotent
 ) -> JSONResponse:
-    """Start a draft: skip the contacts on the DNC list, hand the rest to the dialer."""
-
-    async def start() -> CampaignStarted:
-        dialed, skipped = await service.start_campaign(
-            session, tenant_id=principal.tenant_id, campaign_id=campaign_id
-        )
-        return CampaignStarted(contacts_dialed=dialed, contacts_skipped_dnc=skipped)
-
-    return await idempotent(
-        request, session, tenant_id=principal.tenant_id, status_code=200, create=start
+    """Start a draft: skip the contacts on the DNC list, hand the rest to the dialer. 409
+    `not_ready` (listing them) while a launch-check blocker other than a matter of time
+    stands."""
+    dialed, skipped = await service.start_campaign(
+        session, tenant_id=principal.tenant_id, campaign_id=campaign_id
     )
+    return once.answer(CampaignStarted(contacts_dialed=dialed, contacts_skipped_dnc=skipped), 200)
 
 
 @router.post(
@@ -272,7 +267,7 @@ async def pause_campaign(campaign_id: str, session: Session, principal: SecretKe
     latest = await service.latest_claimed_dial(session, campaign=campaign)
     await session.commit()  # nothing is held while waiting
     await service.wait_past(latest)
-    return CampaignState(status="paused", id=campaign.id)
+    return CampaignState(status=CampaignStatus.PAUSED, id=campaign.id)
 
 
 @router.post(

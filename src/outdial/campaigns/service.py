@@ -1,6 +1,5 @@
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -9,43 +8,32 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents import service as agents
+from outdial.calls.statuses import EndReason
 from outdial.campaigns import contacts as contact_import
+from outdial.campaigns.dialing import complete_finished_campaigns
+from outdial.campaigns.events import campaigns_moved
+from outdial.campaigns.launch import LaunchCheck, check_launch
 from outdial.campaigns.models import Campaign, CampaignContact
 from outdial.campaigns.schemas import (
-    CONTACT_STATUSES,
     CampaignCreate,
     CampaignSettings,
     CampaignUpdate,
     ContactIn,
 )
+from outdial.campaigns.statuses import CampaignStatus, ContactStatus, PausedReason
 from outdial.db import utcnow
-from outdial.dialer import campaign_queue, queue
+from outdial.dialer import jobs, pacing
 from outdial.dnc.models import DncEntry
 from outdial.errors import Conflict, NotFound, ValidationFailed
 from outdial.ids import new_id
 from outdial.numbers import service as numbers
 from outdial.pagination import PageParams, paginate
+from outdial.webhooks.outbox import EventType
 
-EDITABLE_CONTACTS = ("draft", "paused")
+EDITABLE_CONTACTS = (CampaignStatus.DRAFT, CampaignStatus.PAUSED)
 """Contacts are added while a campaign is a draft or paused: an upload holds the campaign's
 row for its whole transaction, which would stall the dialer's claims of a running one."""
 PAUSE_SAFETY_SECONDS = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignStats:
-    counts: dict[str, int]
-    attempts: int
-    answered: int
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def progress(self) -> float:
-        final = self.counts["completed"] + self.counts["failed"] + self.counts["skipped_dnc"]
-        return final / self.total if self.total else 0.0
 
 
 def _not_found(campaign_id: str) -> NotFound:
@@ -89,7 +77,7 @@ async def create_campaign(
         agent_id=agent.id,
         name=data.name,
         call_from_number=data.call_from_number,
-        status="draft",
+        status=CampaignStatus.DRAFT,
         settings=data.settings.model_dump(mode="json"),
         queued_through="",
         contacts_left=True,
@@ -116,7 +104,7 @@ async def update_campaign(
     """Change a campaign that has not completed. Settings take effect at the dialer's next
     claim: at once while running, on resume while paused."""
     campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id, lock=True)
-    if campaign.status == "completed":
+    if campaign.status == CampaignStatus.COMPLETED:
         raise _wrong_state(campaign, "be changed")
     if data.agent_id is not None:
         agent = await agents.get_agent(session, tenant_id=tenant_id, agent_id=str(data.agent_id))
@@ -156,13 +144,13 @@ async def delete_campaign(session: AsyncSession, *, tenant_id: str, campaign_id:
     """Delete a campaign that is not running; a paused one's queued calls are canceled
     (its live calls finish). Its calls keep their history."""
     campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id, lock=True)
-    if campaign.status == "running":
+    if campaign.status == CampaignStatus.RUNNING:
         raise Conflict(
             f"Campaign {campaign.id} is running: pause it before deleting it.",
             code="campaign_running",
             details={"status": campaign.status},
         )
-    await campaign_queue.cancel_campaign_jobs(session, tenant_id=tenant_id, campaign_id=campaign.id)
+    await jobs.cancel_waiting(session, tenant_id=tenant_id, campaign_id=campaign.id)
     campaign.deleted_at = utcnow()
     await session.flush()
 
@@ -214,40 +202,37 @@ async def list_contacts(
     return list((await session.scalars(paginate(stmt, CampaignContact.id, page))).all())
 
 
-async def campaign_stats(session: AsyncSession, *, campaign: Campaign) -> CampaignStats:
-    """Contacts per status, attempts made and contacts answered."""
-    rows = await session.execute(
-        select(CampaignContact.status, CampaignContact.end_reason, func.count())
-        .where(CampaignContact.campaign_id == campaign.id)
-        .group_by(CampaignContact.status, CampaignContact.end_reason)
-    )
-    counts = dict.fromkeys(CONTACT_STATUSES, 0)
-    answered = 0
-    for status, end_reason, count in rows:
-        counts[status] = counts.get(status, 0) + count
-        if end_reason == "answered":
-            answered += count
-    attempts = await campaign_queue.campaign_attempts(
-        session, tenant_id=campaign.tenant_id, campaign_id=campaign.id
-    )
-    return CampaignStats(counts=counts, attempts=attempts, answered=answered)
-
-
 # --- lifecycle -----------------------------------------------------------------------------
+
+
+async def launch_check(session: AsyncSession, *, tenant_id: str, campaign_id: str) -> LaunchCheck:
+    """Why the campaign would not dial right now, and what would make its calls less than
+    they could be (campaigns/launch.py)."""
+    campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id)
+    return await check_launch(session, campaign=campaign, now=utcnow())
 
 
 async def start_campaign(
     session: AsyncSession, *, tenant_id: str, campaign_id: str
 ) -> tuple[int, int]:
     """Scrub the pending contacts against the DNC list and hand the rest to the dialer;
-    answers (handed to the dialer, skipped for DNC).
+    answers (handed to the dialer, skipped for DNC). Refused (409 `not_ready`) while the
+    launch check finds a blocker that is not merely a matter of time.
 
     Both are single statements inside the database, whatever the campaign's size: the
-    dialer creates each contact's call when it reaches it (campaign_queue.queue_contacts),
+    dialer creates each contact's call when it reaches it (campaigns/dialing.py),
     so starting a million-contact campaign writes no million calls."""
     campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id, lock=True)
-    if campaign.status != "draft":
+    if campaign.status != CampaignStatus.DRAFT:
         raise _wrong_state(campaign, "start (only a draft can)")
+    stopping = (await check_launch(session, campaign=campaign, now=utcnow())).stopping_start
+    if stopping:
+        raise Conflict(
+            f"Campaign {campaign.id} is not ready to start: "
+            + " ".join(finding.message for finding in stopping),
+            code="not_ready",
+            details={"blockers": [{"code": str(f.code), "message": f.message} for f in stopping]},
+        )
     listed = exists().where(
         DncEntry.tenant_id == tenant_id, DncEntry.phone_number == CampaignContact.phone_number
     )
@@ -256,25 +241,34 @@ async def start_campaign(
             update(CampaignContact)
             .where(
                 CampaignContact.campaign_id == campaign.id,
-                CampaignContact.status == "pending",
+                CampaignContact.status == ContactStatus.PENDING,
                 listed,
             )
-            .values(status="skipped_dnc", end_reason="dnc")
+            .values(status=ContactStatus.SKIPPED_DNC, end_reason=EndReason.DNC)
             .execution_options(synchronize_session=False)
         )
     ).rowcount
     pending = await session.scalar(
         select(func.count())
         .select_from(CampaignContact)
-        .where(CampaignContact.campaign_id == campaign.id, CampaignContact.status == "pending")
+        .where(
+            CampaignContact.campaign_id == campaign.id,
+            CampaignContact.status == ContactStatus.PENDING,
+        )
     )
     now = utcnow()
-    campaign.status = "running" if pending else "completed"
+    campaign.status = CampaignStatus.RUNNING if pending else CampaignStatus.COMPLETED
     campaign.contacts_left = bool(pending)
     campaign.started_at = now
     campaign.completed_at = None if pending else now
     campaign.updated_at = now
     await session.flush()
+    moved = [(campaign.id, tenant_id)]
+    await campaigns_moved(session, moved=moved, to=EventType.CAMPAIGN_STARTED)
+    if pending:
+        await jobs.wake_dialers(session)
+    else:
+        await campaigns_moved(session, moved=moved, to=EventType.CAMPAIGN_COMPLETED)
     return pending or 0, skipped
 
 
@@ -283,18 +277,20 @@ async def pause_campaign(session: AsyncSession, *, tenant_id: str, campaign_id: 
     saw it running, so once this commits no claim takes its jobs; the caller then waits
     past `latest_claimed_dial` before answering."""
     campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id, lock=True)
-    if campaign.status != "running":
+    if campaign.status != CampaignStatus.RUNNING:
         raise _wrong_state(campaign, "pause (only a running campaign can)")
-    campaign.status = "paused"
+    campaign.status = CampaignStatus.PAUSED
+    campaign.paused_reason = PausedReason.REQUESTED
     campaign.updated_at = utcnow()
     await session.flush()
+    await campaigns_moved(session, moved=[(campaign.id, tenant_id)], to=EventType.CAMPAIGN_PAUSED)
     return campaign
 
 
 async def latest_claimed_dial(session: AsyncSession, *, campaign: Campaign) -> datetime | None:
     """The latest dial slot of the campaign's claimed dials not yet placed. Read after the
     pause has committed, it covers every claim that saw the campaign running."""
-    return await campaign_queue.latest_pending_dial(
+    return await jobs.latest_pending_dial(
         session, tenant_id=campaign.tenant_id, campaign_id=campaign.id
     )
 
@@ -304,7 +300,7 @@ async def wait_past(latest_dial: datetime | None) -> None:
     for its slot and is handed back when it would be later than the slack (worker._place)."""
     if latest_dial is None:
         return
-    until = _seconds_until(latest_dial) + queue.SLOT_SLACK_SECONDS + PAUSE_SAFETY_SECONDS
+    until = _seconds_until(latest_dial) + pacing.SLOT_SLACK_SECONDS + PAUSE_SAFETY_SECONDS
     if until > 0:
         await asyncio.sleep(until)
 
@@ -317,11 +313,14 @@ async def resume_campaign(session: AsyncSession, *, tenant_id: str, campaign_id:
     """Let the dialer claim a paused campaign's jobs again (with its settings as they are
     now); one with nothing left to dial completes at once."""
     campaign = await get_campaign(session, tenant_id=tenant_id, campaign_id=campaign_id, lock=True)
-    if campaign.status != "paused":
+    if campaign.status != CampaignStatus.PAUSED:
         raise _wrong_state(campaign, "resume (only a paused campaign can)")
-    campaign.status = "running"
+    campaign.status = CampaignStatus.RUNNING
+    campaign.paused_reason = None
     campaign.updated_at = utcnow()
     await session.flush()
-    await campaign_queue.complete_finished_campaigns(session, campaign_ids={campaign.id})
+    await campaigns_moved(session, moved=[(campaign.id, tenant_id)], to=EventType.CAMPAIGN_RESUMED)
+    await jobs.wake_dialers(session)
+    await complete_finished_campaigns(session, campaign_ids={campaign.id})
     await session.refresh(campaign)
     return campaign

@@ -1,16 +1,16 @@
-import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from outdial.errors import error_responses
-from outdial.idempotency import idempotent
+from outdial.error_handlers import error_responses
+from outdial.idempotency.dependency import Idempotent
 from outdial.keys import service
 from outdial.keys.auth import SecretKey, Session
 from outdial.keys.models import ApiKey
 from outdial.keys.schemas import KeyCreate, KeyCreated, KeyOut, Me
-from outdial.pagination import Page, PageParams, page_of, page_params
+from outdial.pagination import Page, PageParams, page_of
+from outdial.pagination_query import page_params
 from outdial.tenants import service as tenants
 
 router = APIRouter(tags=["keys"])
@@ -27,26 +27,15 @@ def key_out(key: ApiKey) -> KeyOut:
     responses=error_responses(400, 403, 404, 422),
 )
 async def create_key(
-    request: Request, body: KeyCreate, session: Session, principal: SecretKey
+    body: KeyCreate, session: Session, principal: SecretKey, once: Idempotent
 ) -> JSONResponse:
     """Create a secret or publishable key; the plaintext `key` is shown only here.
 
     Under an Idempotency-Key the answer kept for replays has `key` null: keys are stored only
     as digests, so a replay answers the same key object without its plaintext."""
-    shown: list[str] = []
-
-    async def create() -> KeyCreated:
-        key, plaintext = await service.create_key(session, tenant_id=principal.tenant_id, data=body)
-        shown.append(plaintext)
-        return KeyCreated(**key_out(key).model_dump(), key=None)
-
-    response = await idempotent(
-        request, session, tenant_id=principal.tenant_id, status_code=201, create=create
-    )
-    if not shown:  # a replay
-        return response
-    answer = {**json.loads(response.body), "key": shown[0]}
-    return JSONResponse(answer, response.status_code)
+    key, plaintext = await service.create_key(session, tenant_id=principal.tenant_id, data=body)
+    kept = once.keep(KeyCreated(**key_out(key).model_dump(), key=None), 201)
+    return JSONResponse({**kept, "key": plaintext}, 201)
 
 
 @router.get("/keys", response_model=Page[KeyOut], responses=error_responses(403))

@@ -1,29 +1,40 @@
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from outdial.phones import E164
+from outdial.validation import JsonObject, Label, ShortText
 
 Channel = Literal["web", "phone"]
+MAX_KEY_VARIABLES = 100
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["secret", "publishable"]
-    label: str | None = Field(default=None, max_length=200)
-    agent_id: str | None = None
+    label: Label | None = None
+    agent_id: ShortText | None = None
     channels: list[Channel] | None = Field(default=None, min_length=1)
     default_from_number: E164 | None = None
+    variables: JsonObject | None = Field(
+        default=None,
+        max_length=MAX_KEY_VARIABLES,
+        description="Publishable keys: variables every call the key places carries; a request "
+        "made with the key may add others but never override these (403).",
+    )
 
     @model_validator(mode="after")
     def _publishable_needs_agent(self) -> "KeyCreate":
         if self.type == "publishable" and self.agent_id is None:
             raise ValueError("a publishable key must name its agent_id")
-        if self.type == "secret" and (self.agent_id or self.channels or self.default_from_number):
+        if self.type == "secret" and (
+            self.agent_id or self.channels or self.default_from_number or self.variables
+        ):
             raise ValueError(
-                "agent_id, channels and default_from_number apply to publishable keys only"
+                "agent_id, channels, default_from_number and variables apply to publishable "
+                "keys only"
             )
         return self
 
@@ -36,6 +47,7 @@ class KeyOut(BaseModel):
     agent_id: str | None
     channels: list[str] | None
     default_from_number: str | None
+    variables: dict[str, Any] | None
     created_at: datetime
 
 

@@ -1,11 +1,14 @@
 import hashlib
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outdial.agents import service as agents
+from outdial.agents.models import Agent
 from outdial.errors import Conflict, NotFound, Unauthorized
 from outdial.ids import new_id
 from outdial.keys.models import ApiKey
@@ -27,6 +30,10 @@ class Principal:
     agent_id: str | None
     channels: tuple[str, ...]
     default_from_number: str | None
+    agent_from_number: str | None = None
+    """A publishable key's agent's default caller ID, read with the key."""
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    """A publishable key's fixed variables (none for a secret key)."""
 
     @property
     def is_secret(self) -> bool:
@@ -46,6 +53,7 @@ async def issue_key(
     agent_id: str | None = None,
     channels: list[str] | None = None,
     default_from_number: str | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
     plaintext = PREFIXES[type] + secrets.token_urlsafe(32)
     key = ApiKey(
@@ -58,6 +66,7 @@ async def issue_key(
         agent_id=agent_id,
         channels=channels,
         default_from_number=default_from_number,
+        variables=variables,
     )
     session.add(key)
     await session.flush()
@@ -68,6 +77,7 @@ async def create_key(
     session: AsyncSession, *, tenant_id: str, data: KeyCreate
 ) -> tuple[ApiKey, str]:
     channels = None
+    variables = None
     if data.type == "publishable":
         assert data.agent_id is not None
         await agents.get_agent(session, tenant_id=tenant_id, agent_id=data.agent_id)
@@ -76,6 +86,7 @@ async def create_key(
                 session, tenant_id=tenant_id, phone_numbers={data.default_from_number}
             )
         channels = sorted(set(data.channels or ["web", "phone"]))
+        variables = data.variables or {}
     return await issue_key(
         session,
         tenant_id=tenant_id,
@@ -84,6 +95,7 @@ async def create_key(
         agent_id=data.agent_id,
         channels=channels,
         default_from_number=data.default_from_number,
+        variables=variables,
     )
 
 
@@ -119,9 +131,16 @@ async def delete_key(session: AsyncSession, *, tenant_id: str, key_id: str) -> N
 async def authenticate(session: AsyncSession, *, token: str) -> Principal:
     if not token.startswith(tuple(PREFIXES.values())):
         raise Unauthorized("Unknown API key.", code="invalid_api_key")
-    key = await session.scalar(select(ApiKey).where(ApiKey.digest == digest(token)))
-    if key is None:
+    found = (
+        await session.execute(
+            select(ApiKey, Agent.default_from_number)
+            .outerjoin(Agent, Agent.id == ApiKey.agent_id)
+            .where(ApiKey.digest == digest(token))
+        )
+    ).first()
+    if found is None:
         raise Unauthorized("Unknown API key.", code="invalid_api_key")
+    key, agent_from_number = found
     return Principal(
         tenant_id=key.tenant_id,
         key_id=key.id,
@@ -129,4 +148,6 @@ async def authenticate(session: AsyncSession, *, token: str) -> Principal:
         agent_id=key.agent_id,
         channels=tuple(key.channels or ()),
         default_from_number=key.default_from_number,
+        agent_from_number=agent_from_number,
+        variables=key.variables or {},
     )

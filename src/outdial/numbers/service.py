@@ -1,12 +1,14 @@
 from collections.abc import Collection
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from outdial.db import advisory_xact_lock
+from outdial.dialer import jobs
 from outdial.errors import Conflict, NotFound, ValidationFailed
 from outdial.numbers.models import PhoneNumber
-from outdial.numbers.schemas import NumberCreate
+from outdial.numbers.schemas import NumberCreate, NumberUpdate
 from outdial.pagination import PageParams, paginate
 from outdial.phones import InvalidPhoneNumber, to_e164
 
@@ -43,12 +45,8 @@ def _already_registered(phone_number: str) -> Conflict:
 
 async def _lock_tenant_numbers(session: AsyncSession, *, tenant_id: str) -> None:
     """Serialise one tenant's changes to its numbers, so that concurrent requests never leave
-    it with two defaults, or none. SQLite transactions are serial already (BEGIN IMMEDIATE)."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext('outdial.numbers:' || :tenant_id))"),
-            {"tenant_id": tenant_id},
-        )
+    it with two defaults, or none."""
+    await advisory_xact_lock(session, f"outdial.numbers:{tenant_id}")
 
 
 async def _clear_default(session: AsyncSession, *, tenant_id: str) -> None:
@@ -66,8 +64,47 @@ async def list_numbers(
     return list((await session.scalars(paginate(stmt, PhoneNumber.phone_number, page))).all())
 
 
-async def delete_number(session: AsyncSession, *, tenant_id: str, phone_number: str) -> None:
-    """Release a caller ID; if it was the default, the oldest remaining number takes over."""
+async def update_number(
+    session: AsyncSession, *, tenant_id: str, phone_number: str, data: NumberUpdate
+) -> PhoneNumber:
+    """Change a caller ID's label, or make it the tenant's default: the previous default stops
+    being it in the same transaction, so the tenant always has exactly one."""
+    await _lock_tenant_numbers(session, tenant_id=tenant_id)
+    number = await _owned_number(session, tenant_id=tenant_id, phone_number=phone_number)
+    if data.is_default is False and number.is_default:
+        raise Conflict(
+            f"{number.phone_number} is the default caller ID: make another number the "
+            "default instead (PUT it with is_default true).",
+            code="default_number_required",
+        )
+    if data.is_default and not number.is_default:
+        await _clear_default(session, tenant_id=tenant_id)
+        number.is_default = True
+    if "label" in data.model_fields_set:
+        number.label = data.label
+    await session.flush()
+    return number
+
+
+async def _owned_number(session: AsyncSession, *, tenant_id: str, phone_number: str) -> PhoneNumber:
+    """The tenant's number (as given in a path: E.164, or anything; 404 if not the tenant's)."""
+    try:
+        e164 = to_e164(phone_number)
+    except InvalidPhoneNumber:
+        e164 = phone_number
+    number = await session.get(PhoneNumber, e164, populate_existing=True)
+    if number is None or number.tenant_id != tenant_id:
+        raise NotFound(f"No number {phone_number} for this tenant.", code="number_not_found")
+    return number
+
+
+async def delete_number(
+    session: AsyncSession, *, tenant_id: str, phone_number: str, force: bool = False
+) -> None:
+    """Release a caller ID; if it was the default, the oldest remaining number takes over.
+    Work that dials from it (queued calls, started campaigns) makes this a 409
+    `number_in_use`, unless `force`, which ends that work `not_permitted`
+    (dialer/jobs.end_work_using)."""
     try:
         e164 = to_e164(phone_number)
     except InvalidPhoneNumber:
@@ -76,6 +113,11 @@ async def delete_number(session: AsyncSession, *, tenant_id: str, phone_number: 
     number = await session.get(PhoneNumber, e164)
     if number is None or number.tenant_id != tenant_id:
         raise NotFound(f"No number {phone_number} for this tenant.", code="number_not_found")
+    work = await jobs.work_using(session, tenant_id=tenant_id, from_number=e164)
+    if work and not force:
+        raise work.conflict(f"Caller ID {e164}", code="number_in_use")
+    if work:
+        await jobs.end_work_using(session, tenant_id=tenant_id, work=work, from_number=e164)
     await session.delete(number)
     await session.flush()
     if number.is_default:
