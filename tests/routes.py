@@ -8,12 +8,14 @@ from fastapi.routing import APIRoute
 
 PUBLIC = {
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     # carriers' callbacks: authenticated by the carrier's signature instead
     ("POST", "/v1/telephony/plivo/answer"),
     ("POST", "/v1/telephony/plivo/ring"),
     ("POST", "/v1/telephony/plivo/hangup"),
     ("POST", "/v1/telephony/twilio/answer"),
     ("POST", "/v1/telephony/twilio/status"),
+    ("POST", "/v1/telephony/livekit/webhook"),
 }
 """Routes that need no API key."""
 

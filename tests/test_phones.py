@@ -57,7 +57,19 @@ def test_accepts(raw: str, expected: str) -> None:
     assert to_e164(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["15559990001", "+1555", "+0123456789", "+1 555 999 0001", "", "+"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "15559990001",
+        "+1555",
+        "+0123456789",
+        "+1 555 999 0001",
+        "",
+        "+",
+        "+1\uff15\uff15\uff15\uff19\uff19\uff19\uff10\uff10\uff10\uff11",  # fullwidth digits
+        "+1555999000\u0661",  # an Arabic-Indic digit
+    ],
+)
 def test_rejects(raw: str) -> None:
     with pytest.raises(InvalidPhoneNumber):
         to_e164(raw)

@@ -8,8 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
+from outdial.db import utcnow
+from outdial.webhooks.outbox import EventType, NewEvent, emit_events
 from tests.conftest import TenantHandle, create_agent, error_code, register_number
 from tests.routes import PUBLIC, api_routes, fill, path_params
+
+pytestmark = pytest.mark.one_backend
 
 
 @dataclass
@@ -23,11 +27,14 @@ class World:
 
 
 @pytest.fixture
-async def world(client: httpx.AsyncClient, make_tenant) -> World:
+async def world(client: httpx.AsyncClient, make_tenant, app) -> World:
     a = await make_tenant()
     b = await make_tenant()
     await register_number(client, a, "+15559990000")
     agent = await create_agent(client, a, name="A's agent")
+    # Ones no work uses: releasing those in use is a 409 (tests/dialer/test_ownership.py).
+    idle_agent = await create_agent(client, a, name="A's idle agent")
+    await register_number(client, a, "+15559990009")
     key = await client.post("/v1/keys", json={"type": "secret", "label": "A"}, headers=a.headers)
     assert key.status_code == 201
     dnc = await client.post("/v1/dnc", json={"phone_number": "+15559990001"}, headers=a.headers)
@@ -55,6 +62,27 @@ async def world(client: httpx.AsyncClient, make_tenant) -> World:
             assert done.status_code == 200, done.text
         campaigns[state] = campaign_id
 
+    webhook = await client.post(
+        "/v1/webhooks", json={"url": "https://93.184.215.14/hooks"}, headers=a.headers
+    )
+    assert webhook.status_code == 201, webhook.text
+    async with app.state.sessionmaker() as session, session.begin():
+        await emit_events(
+            session,
+            [
+                NewEvent(
+                    tenant_id=a.id,
+                    type=EventType.CALL_COMPLETED,
+                    data={"id": call.json()["id"]},
+                    ordering_key=call.json()["id"],
+                    occurred_at=utcnow(),
+                )
+            ],
+        )
+    webhook_id = webhook.json()["id"]
+    deliveries = await client.get(f"/v1/webhooks/{webhook_id}/deliveries", headers=a.headers)
+    [delivery] = deliveries.json()["data"]
+
     await register_number(client, b, "+15559990100")
     b_agent = await create_agent(client, b, name="B's agent")
     b_call = await client.post(
@@ -69,12 +97,16 @@ async def world(client: httpx.AsyncClient, make_tenant) -> World:
         b=b,
         ids={
             "agent_id": agent["id"],
+            "idle_agent_id": idle_agent["id"],
+            "idle_phone_number": "+15559990009",
             "key_id": key.json()["id"],
             "phone_number": "+15559990000",  # numbers/{e164}; the dnc case overrides it
             "call_id": call.json()["id"],
             "campaign_id": campaigns["draft"],
             "running_campaign_id": campaigns["running"],
             "paused_campaign_id": campaigns["paused"],
+            "webhook_id": webhook_id,
+            "delivery_id": delivery["id"],
         },
         b_ids={"agent_id": b_agent["id"], "call_id": b_call.json()["id"]},
     )
@@ -85,16 +117,32 @@ async def world(client: httpx.AsyncClient, make_tenant) -> World:
 CASES: dict[tuple[str, str], tuple[dict[str, str], Any, str]] = {
     ("GET", "/v1/agents/{agent_id}"): ({}, None, "agent_not_found"),
     ("PUT", "/v1/agents/{agent_id}"): ({}, {"name": "hijacked"}, "agent_not_found"),
-    ("DELETE", "/v1/agents/{agent_id}"): ({}, None, "agent_not_found"),
+    ("DELETE", "/v1/agents/{agent_id}"): ({"agent_id": "idle_agent_id"}, None, "agent_not_found"),
+    ("POST", "/v1/agents/{agent_id}/rotate-secret"): ({}, None, "agent_not_found"),
     ("DELETE", "/v1/keys/{key_id}"): ({}, None, "key_not_found"),
-    ("DELETE", "/v1/numbers/{phone_number}"): ({}, None, "number_not_found"),
+    ("PUT", "/v1/numbers/{phone_number}"): ({}, {"label": "hijacked"}, "number_not_found"),
+    ("DELETE", "/v1/numbers/{phone_number}"): (
+        {"phone_number": "idle_phone_number"},
+        None,
+        "number_not_found",
+    ),
     ("DELETE", "/v1/dnc/{phone_number}"): (
         {"phone_number": "+15559990001"},
         None,
         "dnc_not_found",
     ),
     ("GET", "/v1/calls/{call_id}"): ({}, None, "call_not_found"),
+    ("GET", "/v1/calls/{call_id}/attempts"): ({}, None, "call_not_found"),
     ("POST", "/v1/calls/{call_id}/end"): ({}, None, "call_not_found"),
+    ("GET", "/v1/webhooks/{webhook_id}"): ({}, None, "webhook_not_found"),
+    ("PUT", "/v1/webhooks/{webhook_id}"): ({}, {"description": "hijacked"}, "webhook_not_found"),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ({}, None, "webhook_not_found"),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): ({}, None, "webhook_not_found"),
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): (
+        {},
+        None,
+        "webhook_not_found",
+    ),
 }
 # Campaign routes answer under /v1 and at the seed's unprefixed paths alike.
 _CONTACTS = {"contacts": [{"phone_number": "+15559990005"}]}
@@ -106,6 +154,7 @@ for _prefix in ("/v1/campaigns", "/campaigns"):
         ("POST", _prefix + "/{campaign_id}/contacts"): ({}, _CONTACTS, "campaign_not_found"),
         ("GET", _prefix + "/{campaign_id}/contacts"): ({}, None, "campaign_not_found"),
         ("POST", _prefix + "/{campaign_id}/start"): ({}, None, "campaign_not_found"),
+        ("GET", _prefix + "/{campaign_id}/launch-check"): ({}, None, "campaign_not_found"),
         ("POST", _prefix + "/{campaign_id}/pause"): (
             {"campaign_id": "running_campaign_id"},
             None,
@@ -126,7 +175,15 @@ def id_routes(app) -> set[tuple[str, str]]:
 async def snapshot(client: httpx.AsyncClient, tenant: TenantHandle, world: World) -> Any:
     """Everything tenant A can see of its own rows."""
     out = {}
-    for path in ("/v1/agents", "/v1/keys", "/v1/numbers", "/v1/dnc", "/v1/calls", "/v1/campaigns"):
+    for path in (
+        "/v1/agents",
+        "/v1/keys",
+        "/v1/numbers",
+        "/v1/dnc",
+        "/v1/calls",
+        "/v1/campaigns",
+        "/v1/webhooks",
+    ):
         response = await client.get(path, params={"limit": 1000}, headers=tenant.headers)
         assert response.status_code == 200
         out[path] = response.json()
@@ -135,6 +192,7 @@ async def snapshot(client: httpx.AsyncClient, tenant: TenantHandle, world: World
         f"/v1/calls/{world.ids['call_id']}",
         f"/v1/campaigns/{world.ids['campaign_id']}",
         f"/v1/campaigns/{world.ids['campaign_id']}/contacts",
+        f"/v1/webhooks/{world.ids['webhook_id']}/deliveries",
         "/v1/calls/queue/stats",
         "/v1/billing/balance",
         "/v1/auth/me",
@@ -170,7 +228,7 @@ async def test_foreign_id_is_404_and_changes_nothing(
     assert await snapshot(client, world.a, world) == before
     # The same request from A itself reaches A's row (so the 404 above was about tenancy).
     own = await client.request(method, url, json=body, headers=world.a.headers)
-    assert own.status_code in (200, 201, 204), (url, own.text)
+    assert own.status_code in (200, 201, 202, 204), (url, own.text)
 
 
 async def test_foreign_dnc_delete_leaves_the_owners_entry(client, world: World) -> None:
@@ -272,8 +330,10 @@ async def test_cursor_from_another_tenant_reveals_nothing(client, world: World) 
     """A cursor is only a position: B paging with A's ids as cursors sees only B's rows."""
     for path, cursor in (
         ("/v1/agents", "00000000-0000-0000-0000-000000000000"),
-        ("/v1/calls", "call_"),
-        ("/v1/keys", "key_"),
+        ("/v1/calls", "call_" + "0" * 28),
+        ("/v1/keys", "key_" + "0" * 28),
+        ("/v1/calls", world.ids["call_id"]),
+        ("/v1/keys", world.ids["key_id"]),
     ):
         response = await client.get(path, params={"after": cursor}, headers=world.b.headers)
         assert response.status_code == 200

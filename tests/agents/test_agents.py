@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import TenantHandle, create_agent, error_code, register_number
 
+pytestmark = pytest.mark.one_backend
+
 AGENT_FIELDS = {
     "id",
     "name",
@@ -17,9 +19,16 @@ AGENT_FIELDS = {
     "voicemail_message",
     "post_call",
     "config",
+    "stream_url",
+    "stream_secret",
     "created_at",
     "updated_at",
 }
+
+
+def as_shown(agent: dict[str, Any]) -> dict[str, Any]:
+    """The agent as GET, PUT and lists answer it: its stream secret masked."""
+    return {**agent, "stream_secret": "whsec_****" + agent["stream_secret"][-4:]}
 
 
 async def get_agent(client: httpx.AsyncClient, tenant: TenantHandle, agent_id: str) -> Any:
@@ -49,9 +58,12 @@ async def test_create_with_defaults(client, tenant) -> None:
     assert body["post_call"] == {} and body["config"] == {}
     assert body["created_at"] == body["updated_at"]
 
+    assert body["stream_url"] is None
+    assert body["stream_secret"].startswith("whsec_")
+
     fetched = await get_agent(client, tenant, body["id"])
     assert fetched.status_code == 200
-    assert fetched.json() == body
+    assert fetched.json() == as_shown(body)
 
 
 async def test_create_with_every_field(client, tenant) -> None:
@@ -65,11 +77,12 @@ async def test_create_with_every_field(client, tenant) -> None:
         "voicemail_message": "Please call us back.",
         "post_call": {"summary": True, "extract": {"fields": ["intent"]}},
         "config": {"voice": "alloy", "prompt": "Be brief.", "nested": {"n": [1, 2]}},
+        "stream_url": "wss://agent.example.com/stream?tenant=7",
     }
     created = await create_agent(client, tenant, **body)
     for field, value in body.items():
         assert created[field] == value, field
-    assert (await get_agent(client, tenant, created["id"])).json() == created
+    assert (await get_agent(client, tenant, created["id"])).json() == as_shown(created)
 
 
 async def test_rate_keeps_micro_credit_precision(client, tenant) -> None:
@@ -101,6 +114,7 @@ async def test_get_accepts_uppercase_uuid(client, tenant) -> None:
                 "voicemail_message": "x" * 5001,
                 "post_call": [],
                 "config": "nope",
+                "stream_url": "https://agent.example.com",
                 "colour": "red",
             },
             [
@@ -110,6 +124,7 @@ async def test_get_accepts_uppercase_uuid(client, tenant) -> None:
                 ["voicemail_message"],
                 ["post_call"],
                 ["config"],
+                ["stream_url"],
                 ["name"],
                 ["colour"],
             ],
@@ -210,7 +225,7 @@ async def test_put_changes_only_the_fields_sent(client, tenant) -> None:
     assert response.status_code == 200, response.text
     updated = response.json()
     assert updated["name"] == "Renamed"
-    unchanged = {k: v for k, v in created.items() if k not in {"name", "updated_at"}}
+    unchanged = {k: v for k, v in as_shown(created).items() if k not in {"name", "updated_at"}}
     assert {k: updated[k] for k in unchanged} == unchanged
     assert updated["updated_at"] > created["updated_at"]
 
@@ -281,7 +296,7 @@ async def test_put_validation_and_ownership(client, tenant, make_tenant) -> None
     )
     assert not_owned.status_code == 400
     assert error_code(not_owned) == "from_number_not_owned"
-    assert (await get_agent(client, tenant, created["id"])).json() == created
+    assert (await get_agent(client, tenant, created["id"])).json() == as_shown(created)
 
 
 # --- delete --------------------------------------------------------------------------------
@@ -368,3 +383,100 @@ async def test_list_limit_out_of_range_is_400(client, tenant, limit) -> None:
     assert response.status_code == 400
     assert error_code(response) == "validation_error"
     assert response.json()["error"]["details"][0]["loc"] == ["query", "limit"]
+
+
+# --- the stream: stream_url and stream_secret ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://agent.example.com/stream",
+        "http://agent.example.com",
+        "agent.example.com/stream",
+        "ws://",
+        "wss:///no-host",
+        "ftp://agent.example.com",
+        "wss://agent.example.com:notaport/x",
+        "wss://agent.example.com/x#frag",
+        "",
+        "wss://agent.example.com/" + "x" * 2048,
+    ],
+)
+async def test_stream_url_must_be_a_websocket_url(client, tenant, url) -> None:
+    created = await client.post(
+        "/v1/agents", json={"name": "A", "stream_url": url}, headers=tenant.headers
+    )
+    assert created.status_code == 400, created.text
+    assert error_code(created) == "validation_error"
+    assert [d["loc"] for d in created.json()["error"]["details"]] == [["stream_url"]]
+    assert "stream_url" in created.json()["error"]["message"]
+    assert (await client.get("/v1/agents", headers=tenant.headers)).json()["data"] == []
+
+    agent = await create_agent(client, tenant, stream_url="ws://127.0.0.1:8765/agent")
+    changed = await put_agent(client, tenant, agent["id"], {"stream_url": url})
+    assert changed.status_code == 400
+    assert [d["loc"] for d in changed.json()["error"]["details"]] == [["stream_url"]]
+    kept = (await get_agent(client, tenant, agent["id"])).json()
+    assert kept["stream_url"] == "ws://127.0.0.1:8765/agent"
+
+
+async def test_stream_url_can_be_set_changed_and_removed(client, tenant) -> None:
+    agent = await create_agent(client, tenant)
+    secret = agent["stream_secret"]
+    for url in ("wss://agent.example.com/a?x=1", "ws://[::1]:9000/b", None):
+        response = await put_agent(client, tenant, agent["id"], {"stream_url": url})
+        assert response.status_code == 200, response.text
+        assert response.json()["stream_url"] == url
+        # a new URL keeps the secret: it is only ever replaced by rotate-secret
+        assert response.json()["stream_secret"] == as_shown(agent)["stream_secret"]
+    fetched = (await get_agent(client, tenant, agent["id"])).json()
+    assert fetched["stream_secret"] == "whsec_****" + secret[-4:]
+
+
+async def test_stream_secret_is_shown_in_full_only_at_create_and_rotate(client, tenant) -> None:
+    agent = await create_agent(client, tenant, stream_url="wss://agent.example.com/s")
+    secret = agent["stream_secret"]
+    assert secret.startswith("whsec_") and len(secret) == len("whsec_") + 32
+    shown_elsewhere = [
+        (await get_agent(client, tenant, agent["id"])).json(),
+        (await put_agent(client, tenant, agent["id"], {"name": "B"})).json(),
+        (await client.get("/v1/agents", headers=tenant.headers)).json()["data"][0],
+    ]
+    for shown in shown_elsewhere:
+        assert shown["stream_secret"] == "whsec_****" + secret[-4:]
+        assert secret not in str(shown)
+
+    rotated = await client.post(f"/v1/agents/{agent['id']}/rotate-secret", headers=tenant.headers)
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["stream_secret"]
+    assert new_secret.startswith("whsec_") and new_secret != secret
+    assert set(rotated.json()) == AGENT_FIELDS
+    assert rotated.json()["stream_url"] == "wss://agent.example.com/s"
+    fetched = (await get_agent(client, tenant, agent["id"])).json()
+    assert fetched["stream_secret"] == "whsec_****" + new_secret[-4:]
+
+
+async def test_rotate_secret_honours_idempotency_key(client, tenant) -> None:
+    agent = await create_agent(client, tenant)
+    headers = {**tenant.headers, "Idempotency-Key": "rotate-1"}
+    path = f"/v1/agents/{agent['id']}/rotate-secret"
+    first = await client.post(path, headers=headers)
+    again = await client.post(path, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["stream_secret"] == again.json()["stream_secret"]
+    fresh = await client.post(path, headers=tenant.headers)
+    assert fresh.json()["stream_secret"] != first.json()["stream_secret"]
+
+
+async def test_rotate_secret_of_an_unknown_or_other_tenants_agent_is_404(
+    client, tenant, make_tenant
+) -> None:
+    other = await make_tenant()
+    theirs = await create_agent(client, other)
+    for agent_id in (theirs["id"], str(uuid.uuid4()), "not-a-uuid"):
+        response = await client.post(f"/v1/agents/{agent_id}/rotate-secret", headers=tenant.headers)
+        assert response.status_code == 404, agent_id
+        assert error_code(response) == "agent_not_found"
+    fetched = await get_agent(client, other, theirs["id"])
+    assert fetched.json()["stream_secret"] == as_shown(theirs)["stream_secret"]

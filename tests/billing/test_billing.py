@@ -14,6 +14,8 @@ from outdial.billing.service import (
 from outdial.errors import InsufficientCredits, NotFound
 from tests.conftest import error_code
 
+pytestmark = pytest.mark.one_backend
+
 # --- GET /v1/billing/balance ---------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from outdial.calls.models import Call, DialJob, Participant
+from outdial.calls.models import Call, Participant
+from outdial.dialer.models import DialJob
 from tests.conftest import TenantHandle, error_code, register_number
 
 SEED_SIMPLE = {
@@ -168,8 +169,8 @@ async def test_post_call_override_merges_over_agent_default(client, tenant) -> N
         ({"to": ["+15559990001"]}, [["agent_id"]]),
         ({"agent_id": "not-a-uuid", "to": ["+15559990001"]}, [["agent_id"]]),
         ({"agent_id": "A"}, [[]]),
-        ({"agent_id": "A", "to": []}, [[]]),
-        ({"agent_id": "A", "recipients": []}, [[]]),
+        ({"agent_id": "A", "to": []}, [["to"]]),
+        ({"agent_id": "A", "recipients": []}, [["recipients"]]),
         ({"agent_id": "A", "to": ["+15559990001"], "recipients": [{"to": "+15559990002"}]}, [[]]),
         ({"agent_id": "A", "to": [f"+1555888{i:04d}" for i in range(501)]}, [["to"]]),
         (
@@ -214,9 +215,10 @@ async def test_duplicate_recipient(client, tenant, agent) -> None:
     response = await post_batch(client, tenant, body)
     assert response.status_code == 400
     assert error_code(response) == "duplicate_recipient"
-    assert response.json()["error"]["details"] == [
-        {"index": 2, "identity": "+15559990001", "first_index": 0}
-    ]
+    assert [
+        {k: d[k] for k in ("index", "identity", "first_index")}
+        for d in response.json()["error"]["details"]
+    ] == [{"index": 2, "identity": "+15559990001", "first_index": 0}]
 
 
 async def test_missing_or_unknown_key_is_401(client, agent) -> None:

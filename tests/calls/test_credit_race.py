@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from outdial.calls.models import Call, DialJob, Participant
+from outdial.calls.models import Call, Participant
+from outdial.dialer.models import DialJob
 from tests.calls.conftest import balance, count_rows, queue_stats
 from tests.conftest import create_agent, error_code, register_number
 

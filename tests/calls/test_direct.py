@@ -10,9 +10,12 @@ from livekit.api import TokenVerifier
 from sqlalchemy import select
 
 from outdial.billing.service import add_credits, to_micros
-from outdial.calls.models import Call, DialJob, Participant
+from outdial.calls.models import Call, Participant
+from outdial.dialer.models import DialJob
 from tests.calls.conftest import balance, count_rows, queue_stats
 from tests.conftest import TenantHandle, create_agent, error_code, register_number
+
+pytestmark = pytest.mark.one_backend
 
 SEED_DIRECT = {
     "agent_id": "550e8400-e29b-41d4-a716-446655440000",
@@ -321,7 +324,10 @@ async def test_duplicate_participants(client, tenant, agent) -> None:
     response = await post_call(client, tenant, body)
     assert response.status_code == 400
     assert error_code(response) == "duplicate_recipient"
-    assert response.json()["error"]["details"] == [
+    assert [
+        {k: d[k] for k in ("index", "identity", "first_index")}
+        for d in response.json()["error"]["details"]
+    ] == [
         {"index": 2, "identity": "+15559990001", "first_index": 0},
         {"index": 4, "identity": "bob", "first_index": 3},
     ]

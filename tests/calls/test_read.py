@@ -9,10 +9,13 @@ import pytest
 from sqlalchemy import select, update
 
 from outdial.billing.service import to_micros
-from outdial.calls.models import Call, DialJob, Participant
+from outdial.calls.models import Call, Participant
 from outdial.db import utcnow
+from outdial.dialer.models import DialJob
 from tests.calls.conftest import balance, count_rows, queue_stats
 from tests.conftest import TenantHandle, create_agent, error_code, register_number
+
+pytestmark = pytest.mark.one_backend
 
 SUMMARY_KEYS = {
     "id",
@@ -29,6 +32,8 @@ SUMMARY_KEYS = {
     "calling_window",
     "retry",
     "ring_timeout_seconds",
+    "state_rules",
+    "max_attempts_per_24h",
     "created_at",
     "ended_at",
 }

@@ -6,9 +6,12 @@ import json
 import pytest
 from sqlalchemy import select
 
-from outdial.calls.models import Call, DialJob
+from outdial.calls.models import Call
+from outdial.dialer.models import DialJob
 from tests.campaigns.conftest import add_contacts, campaign, create_campaign, post
 from tests.conftest import create_agent, error_code, register_number
+
+pytestmark = pytest.mark.one_backend
 
 DEFAULT_SETTINGS = {
     "max_concurrency": 10,
@@ -22,6 +25,8 @@ DEFAULT_SETTINGS = {
     },
     "retry": {"max_attempts": 1, "on": ["busy", "no_answer"], "delay_seconds": 3600},
     "ring_timeout_seconds": 30,
+    "state_rules": True,
+    "max_attempts_per_24h": 3,
 }
 
 
@@ -251,6 +256,7 @@ async def test_publishable_keys_may_not_touch_campaigns(client, tenant, agent) -
         ("POST", "/v1/campaigns"),
         ("GET", f"/v1/campaigns/{campaign_id}"),
         ("POST", f"/v1/campaigns/{campaign_id}/start"),
+        ("GET", f"/v1/campaigns/{campaign_id}/launch-check"),
         ("GET", f"/campaigns/{campaign_id}/contacts"),
     ):
         response = await client.request(method, path, json={}, headers=publishable)
@@ -268,6 +274,7 @@ async def test_unknown_campaign_is_404_everywhere(client, tenant) -> None:
         ("POST", "/v1/campaigns/cmp_nope/contacts", {"contacts": [{"phone_number": "1555"}]}),
         ("GET", "/v1/campaigns/cmp_nope/contacts", None),
         ("POST", "/v1/campaigns/cmp_nope/start", None),
+        ("GET", "/v1/campaigns/cmp_nope/launch-check", None),
         ("POST", "/v1/campaigns/cmp_nope/pause", None),
         ("POST", "/campaigns/cmp_nope/resume", None),
     ):
@@ -310,21 +317,21 @@ async def test_wrong_state_transitions_are_409(client, tenant, agent) -> None:
     assert deleted.status_code == 204
 
 
-async def test_a_campaign_with_nothing_to_dial_completes_at_start(client, tenant, agent) -> None:
+async def test_a_campaign_with_nothing_to_dial_is_not_started(client, tenant, agent) -> None:
+    """No pending contact is a launch-check blocker (tests/campaigns/test_launch.py): start
+    refuses, and the draft stays as it was."""
     campaign_id = await create_campaign(client, tenant, agent["id"])
     await add_contacts(client, tenant, campaign_id, ["+15557770001"])
     await client.post("/v1/dnc", json={"phone_number": "+15557770001"}, headers=tenant.headers)
     started = await post(client, tenant, f"/v1/campaigns/{campaign_id}/start")
-    assert started.json()["contacts_dialed"] == 0
-    assert started.json()["contacts_skipped_dnc"] == 1
+    assert started.status_code == 409
+    assert error_code(started) == "not_ready"
     detail = await campaign(client, tenant, campaign_id)
-    assert detail["status"] == "completed"
-    assert detail["progress"] == 1.0
-    assert detail["completed_at"] is not None
+    assert (detail["status"], detail["contacts"]["pending"]) == ("draft", 1)
     changed = await client.put(
         f"/v1/campaigns/{campaign_id}", json={"name": "x"}, headers=tenant.headers
     )
-    assert changed.status_code == 409
+    assert changed.status_code == 200
 
 
 async def test_start_is_idempotent_with_a_key(client, tenant, agent, app) -> None:

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from outdial.calls.models import DialJob
-from outdial.dialer import campaign_queue
-from outdial.dialer.models import DialAttempt
+from outdial.campaigns import dialing
+from outdial.dialer.models import DialAttempt, DialJob
 from tests.campaigns.conftest import (
     add_contacts,
     campaign,
@@ -299,13 +298,17 @@ async def test_two_tenants_campaigns_progress_side_by_side(
 
     async def both_moving() -> bool:
         dialed = Counter(line["from"] for line in read_cdr(cdr_path))
-        return dialed["+15556610000"] >= 5 and dialed["+15556620000"] >= 5
+        if dialed["+15556610000"] < 5 or dialed["+15556620000"] < 5:
+            return False
+        # Some call of each has ended (on a loaded machine that may come a little later).
+        progress = [(await campaign(client, tenant, c))["progress"] for tenant, c in campaigns]
+        return all(p > 0 for p in progress)
 
     async with running_dialer():
         await wait_until(both_moving, within=20)
         for tenant, campaign_id in campaigns:
             progress = (await campaign(client, tenant, campaign_id))["progress"]
-            assert 0 < progress < 1  # both under way, neither finished first
+            assert progress < 1  # both under way, neither finished first
         for tenant, campaign_id in campaigns:
             await run_to_completion(client, tenant, campaign_id)
 
@@ -395,7 +398,7 @@ async def _has(calls_made, count: int) -> bool:
 async def test_contacts_waiting_for_their_window_are_queued_only_so_far(
     client, make_tenant, running_dialer, cdr_path, monkeypatch
 ) -> None:
-    monkeypatch.setattr(campaign_queue, "MAX_QUEUED_UNTIL_LATER", 3)
+    monkeypatch.setattr(dialing, "MAX_QUEUED_UNTIL_LATER", 3)
     settings = fast_settings(calling_window=closed_window())
     tenant, campaign_id = await draft_with_contacts(
         client, make_tenant, [f"+155566600{i:02d}" for i in range(10)], settings=settings

@@ -17,9 +17,13 @@ from tests.conftest import create_agent, register_number
 from tests.dialer.conftest import read_cdr
 from tests.dialer.test_processes import fleet
 
+# Multi-process tests run one after another on one xdist worker (make test runs two): each
+# starts several outdial processes of its own, and two at once would starve both.
+pytestmark = pytest.mark.xdist_group("processes")
+
 __all__ = ["fleet"]  # the multi-process fixture of the dialer tests
 
-CONTACTS = 3_000
+CONTACTS = 1_500
 DIALERS = 3
 SETTINGS = {"simulated_speed": 40, "dialer_lease_seconds": 2, "dialer_poll_seconds": 0.05}
 

@@ -21,9 +21,12 @@ def cdr_path(tmp_path: Path) -> Path:
 
 
 def read_cdr(path: Path) -> list[dict[str, Any]]:
+    """The simulated carrier's dial lines (one per dial it received); its media lines (one
+    per answered call that carried a stream, `"kind": "media"`) are left out."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return [line for line in lines if "kind" not in line]
 
 
 @asynccontextmanager

@@ -15,13 +15,19 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from outdial.calls.models import DialJob
 from outdial.calls.schemas import CallingWindow
 from outdial.config import Settings
 from outdial.db import utcnow
-from outdial.dialer import queue
-from outdial.dialer.models import DialAttempt
-from outdial.dialer.queue import NewAttempt, TenantLimits
+from outdial.dialer import claim, outcomes
+from outdial.dialer.attempts import (
+    NewAttempt,
+    mark_answered,
+    mark_placed,
+    new_attempt_ids,
+    start_attempts,
+)
+from outdial.dialer.claim import TenantLimits
+from outdial.dialer.models import DialAttempt, DialJob
 from outdial.dialer.windows import next_allowed_at
 from outdial.dialer.worker import Dialer
 from outdial.telephony.base import CallEvent, DialRequest
@@ -394,7 +400,7 @@ async def test_reconcile_withdraws_unseen_attempts_and_ends_the_others_lost(
     dead_id = "deadhost:1:gone"
     now = utcnow()
     async with app.state.sessionmaker() as session, session.begin():
-        claimed = await queue.claim_jobs(
+        claimed = await claim.claim_jobs(
             session,
             tenant=TenantLimits(tenant.id, 50, 10),
             dialer_id=dead_id,
@@ -404,27 +410,23 @@ async def test_reconcile_withdraws_unseen_attempts_and_ends_the_others_lost(
         )
         job_of = {job.to_number: job for job in claimed}
         assert set(job_of) == set(numbers)
-        ids = queue.new_attempt_ids(4)
+        ids = new_attempt_ids(4)
         attempts = [
-            NewAttempt(attempt_id, job_of[number], 1, now)
+            NewAttempt(attempt_id, job_of[number], 1, now, 1.0)
             for attempt_id, number in zip(ids, numbers[:4], strict=True)
         ]
-        await queue.start_attempts(
-            session, attempts=attempts, dialer_id=dead_id, provider="simulated"
-        )
+        await start_attempts(session, attempts=attempts, dialer_id=dead_id, provider="simulated")
     attempt_of = {a.job.to_number: a.id for a in attempts}
     carrier = SimulatedProvider(_discard, speed=1, cdr_path=str(cdr_path))
     for number in numbers[:3]:
         await carrier.place(DialRequest(attempt_of[number], number, "+15559990000", 30))
     await carrier.aclose()  # the dead dialer's calls, gone with it
     async with app.state.sessionmaker() as session, session.begin():
-        await queue.mark_placed(
+        await mark_placed(
             session,
             placed=[(attempt_of[n], "sim-" + attempt_of[n], now) for n in numbers[:2]],
         )
-        await queue.mark_answered(
-            session, events=[CallEvent(attempt_of[numbers[0]], "answered", now)]
-        )
+        await mark_answered(session, events=[CallEvent(attempt_of[numbers[0]], "answered", now)])
     before = await get_call(client, tenant, call_id)
     assert [p["status"] for p in before["participants"]] == [
         "in_progress",
@@ -507,9 +509,10 @@ async def test_a_dialer_killed_mid_dial_is_reconciled_by_the_next(
         dialer_pacing_horizon_seconds=0.6,
     )
     assert await doomed.claim_round() == 3
+    placing = asyncio.create_task(doomed.placer.run())
     await wait_until(lambda: _cdr_has(cdr_path, 1), within=3)
     # kill -9: its pending dials and its calls vanish without a word to the database.
-    doomed._waiting_to_place.clear()
+    placing.cancel()
     await doomed.provider.aclose()  # its events go to a queue nobody will ever write
     await asyncio.sleep(1.3)  # the lease lapses
     assert [line["to"] for line in read_cdr(cdr_path)] == numbers[:1]
@@ -536,7 +539,7 @@ async def test_reconcile_leaves_live_leases_alone(
     await post_batch(client, tenant, agent, ["+15559990001"])
     now = utcnow()
     async with app.state.sessionmaker() as session, session.begin():
-        await queue.claim_jobs(
+        await claim.claim_jobs(
             session,
             tenant=TenantLimits(tenant.id, 50, 10),
             dialer_id="alivehost:1:busy",
@@ -563,7 +566,7 @@ async def test_an_ended_calls_attempt_withdrawn_by_reconciliation_is_canceled_no
     queued = await post_batch(client, tenant, agent, numbers)
     now = utcnow()
     async with app.state.sessionmaker() as session, session.begin():
-        (job,) = await queue.claim_jobs(
+        (job,) = await claim.claim_jobs(
             session,
             tenant=TenantLimits(tenant.id, 50, 10),
             dialer_id="deadhost:1:gone",
@@ -571,8 +574,8 @@ async def test_an_ended_calls_attempt_withdrawn_by_reconciliation_is_canceled_no
             lease_until=now - timedelta(seconds=1),
             limit=10,
         )
-        attempt = NewAttempt(queue.new_attempt_ids(1)[0], job, 1, now)
-        await queue.start_attempts(
+        attempt = NewAttempt(new_attempt_ids(1)[0], job, 1, now, 1.0)
+        await start_attempts(
             session, attempts=[attempt], dialer_id="deadhost:1:gone", provider="simulated"
         )
     ended = await client.post(f"/v1/calls/{queued['id']}/end", headers=tenant.headers)
@@ -606,7 +609,7 @@ async def test_an_attempt_placed_answered_and_ended_in_one_write_is_recorded_who
     queued = await post_batch(client, tenant, agent, numbers)
     now = utcnow()
     async with app.state.sessionmaker() as session, session.begin():
-        claimed = await queue.claim_jobs(
+        claimed = await claim.claim_jobs(
             session,
             tenant=TenantLimits(tenant.id, 50, 10),
             dialer_id="writer-test",
@@ -615,15 +618,17 @@ async def test_an_attempt_placed_answered_and_ended_in_one_write_is_recorded_who
             limit=50,
         )
         job_of = {job.to_number: job for job in claimed}
-        ids = queue.new_attempt_ids(3)
-        attempts = [NewAttempt(i, job_of[n], 1, now) for i, n in zip(ids, numbers, strict=True)]
-        await queue.start_attempts(
+        ids = new_attempt_ids(3)
+        attempts = [
+            NewAttempt(i, job_of[n], 1, now, 1.0) for i, n in zip(ids, numbers, strict=True)
+        ]
+        await start_attempts(
             session, attempts=attempts, dialer_id="writer-test", provider="simulated"
         )
     human, machine, busy = ids
     placed_at, answered_at, ended_at = (now + timedelta(seconds=s) for s in (1, 3, 40))
     async with app.state.sessionmaker() as session, session.begin():
-        await queue.record_call_events(
+        await outcomes.record_call_events(
             session,
             placed=[(a, "carrier-" + a, placed_at) for a in ids],
             events=[

@@ -1,10 +1,15 @@
 """The dialer end to end, in-process: queue through the API, dial through the simulated carrier."""
 
 from collections import Counter
+from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
-from outdial.dialer.models import DialAttempt
+from outdial.dialer.claimer import NO_CREDIT_RETRY
+from outdial.dialer.models import DialAttempt, DialJob
+from outdial.tenants.models import Tenant
+from tests.conftest import create_agent, register_number
 from tests.dialer.conftest import queue_drained, read_cdr, wait_until
 
 EXPECTED = {  # last two digits → (participant status, end_reason), per API.md
@@ -116,25 +121,44 @@ async def test_retries_are_new_attempts_up_to_the_cap(
 async def test_no_credit_makes_jobs_wait_not_fail(
     client, make_tenant, running_dialer, cdr_path, app
 ) -> None:
-    from outdial.tenants.models import Tenant
-    from tests.conftest import create_agent, register_number
-
+    """A tenant whose charges outran its balance: the dialer claims its job, finds no credit
+    and puts it back to wait, while another tenant's call in the same dialer run is dialed."""
     poor = await make_tenant(credits=1)
-    await register_number(client, poor, "+15559990000")
-    agent = await create_agent(client, poor)
-    queued = await client.post(
-        "/v1/calls/batch",
-        json={"agent_id": agent["id"], "to": ["+15559990001"]},
-        headers=poor.headers,
-    )
-    assert queued.status_code == 202
+    rich = await make_tenant()
+    for tenant, caller_id in ((poor, "+15559990000"), (rich, "+15558880000")):
+        await register_number(client, tenant, caller_id)
+        agent = await create_agent(client, tenant)
+        queued = await client.post(
+            "/v1/calls/batch",
+            json={"agent_id": agent["id"], "to": [caller_id[:-1] + "1"]},
+            headers=tenant.headers,
+        )
+        assert queued.status_code == 202
     async with app.state.sessionmaker() as session, session.begin():
-        tenant = await session.get(Tenant, poor.id)
-        tenant.balance_micros = -1  # charges have outrun the balance
-    async with running_dialer():
-        import asyncio
+        (await session.get(Tenant, poor.id)).balance_micros = -1  # charges outran the balance
+        queued_at = await session.scalar(select(DialJob.run_at).where(DialJob.tenant_id == poor.id))
 
-        await asyncio.sleep(0.5)
+    async def poor_job_put_back() -> bool:
+        async with app.state.sessionmaker() as session:
+            job = (
+                await session.execute(select(DialJob).where(DialJob.tenant_id == poor.id))
+            ).scalar_one()
+        return job.status == "waiting" and job.run_at > queued_at
+
+    async with running_dialer():
+        await wait_until(lambda: _dialed(cdr_path, "+15558880001"))
+        await wait_until(poor_job_put_back)
+    async with app.state.sessionmaker() as session:
+        job = (
+            await session.execute(select(DialJob).where(DialJob.tenant_id == poor.id))
+        ).scalar_one()
+    # Claimed and put back to wait NO_CREDIT_RETRY, with no attempt counted.
+    assert job.run_at - queued_at >= NO_CREDIT_RETRY - timedelta(seconds=1)
+    assert job.attempt == 0
     stats = (await client.get("/v1/calls/queue/stats", headers=poor.headers)).json()
     assert stats == {"waiting": 1, "active": 0, "completed": 0, "failed": 0}
-    assert read_cdr(cdr_path) == []
+    assert [line["to"] for line in read_cdr(cdr_path)] == ["+15558880001"]
+
+
+async def _dialed(cdr_path: Path, number: str) -> bool:
+    return any(line["to"] == number for line in read_cdr(cdr_path))

@@ -9,8 +9,10 @@ from sqlalchemy import select
 
 from outdial.keys.models import ApiKey
 from outdial.models import metadata
-from tests.conftest import TenantHandle, error_code, register_number
+from tests.conftest import TenantHandle, client_from, error_code, fresh_address, register_number
 from tests.routes import PUBLIC, api_routes, fill
+
+pytestmark = pytest.mark.one_backend
 
 # The only routes a publishable key may use; every other route answers it 403.
 # API.md: a publishable key may only POST /v1/calls; "anything else → 403".
@@ -24,6 +26,7 @@ KEY_FIELDS = {
     "agent_id",
     "channels",
     "default_from_number",
+    "variables",
     "created_at",
 }
 
@@ -116,6 +119,12 @@ async def test_publishable_channels_default_to_both_and_are_deduplicated(
         ({"type": "publishable"}, [[]]),  # no agent_id
         ({"type": "secret", "agent_id": "A"}, [[]]),
         ({"type": "secret", "channels": ["web"]}, [[]]),
+        ({"type": "secret", "variables": {"a": 1}}, [[]]),
+        ({"type": "publishable", "agent_id": "A", "variables": ["a"]}, [["variables"]]),
+        (
+            {"type": "publishable", "agent_id": "A", "variables": {str(n): n for n in range(101)}},
+            [["variables"]],
+        ),
         ({"type": "publishable", "agent_id": "A", "channels": []}, [["channels"]]),
         (
             {"type": "publishable", "agent_id": "A", "channels": ["web", "sms", "fax"]},
@@ -133,6 +142,9 @@ async def test_publishable_channels_default_to_both_and_are_deduplicated(
         "publishable-without-agent",
         "secret-with-agent",
         "secret-with-channels",
+        "secret-with-variables",
+        "variables-not-an-object",
+        "too-many-variables",
         "empty-channels",
         "bad-channels",
         "bad-from-number",
@@ -380,17 +392,22 @@ async def test_missing_unknown_or_malformed_key_is_401(client, tenant, headers, 
     assert error_code(response) == code
 
 
-async def test_every_route_wants_a_key(client, tenant, app) -> None:
-    """Route by route: without a key, or with an unknown one, every API route answers 401."""
+async def test_every_route_wants_a_key(tenant, app) -> None:
+    """Route by route: without a key, or with an unknown one, every API route answers 401.
+    (Each route is asked from an address of its own: 20 unknown keys lock one out.)"""
     checked = 0
     for method, path in api_routes(app):
         if (method, path) in PUBLIC:
             continue
         url = concrete(path)
-        for headers, code in (({}, "missing_api_key"), (bearer("sb_secret_x"), "invalid_api_key")):
-            response = await client.request(method, url, json={}, headers=headers)
-            assert response.status_code == 401, (method, path, response.text)
-            assert error_code(response) == code, (method, path)
+        async with client_from(app, fresh_address()) as client:
+            for headers, code in (
+                ({}, "missing_api_key"),
+                (bearer("sb_secret_x"), "invalid_api_key"),
+            ):
+                response = await client.request(method, url, json={}, headers=headers)
+                assert response.status_code == 401, (method, path, response.text)
+                assert error_code(response) == code, (method, path)
         checked += 1
     assert checked >= 15
 
@@ -405,14 +422,15 @@ async def test_tenant_key_works_case_insensitive_scheme(client, tenant) -> None:
 
 async def test_publishable_key_is_forbidden_everywhere_else(client, tenant, agent, app) -> None:
     """Route by route, from the application's own routing table: a publishable key answers 403
-    `publishable_key_forbidden` on everything but the routes allowed to it."""
-    key = await publishable(client, tenant, agent["id"])
+    `publishable_key_forbidden` on everything but the routes allowed to it. (A key of its own
+    for each route: a publishable key may make 10 requests a second.)"""
     routes = {(method, path) for method, path in api_routes(app)}
     assert PUBLISHABLE_ALLOWED <= routes, "an allowed route has gone; update the list"
     forbidden = 0
     for method, path in api_routes(app):
         if (method, path) in PUBLIC | PUBLISHABLE_ALLOWED:
             continue
+        key = await publishable(client, tenant, agent["id"])
         for body in ({}, None):
             response = await client.request(method, concrete(path), json=body, headers=bearer(key))
             assert response.status_code == 403, (method, path, response.text)
@@ -422,8 +440,10 @@ async def test_publishable_key_is_forbidden_everywhere_else(client, tenant, agen
     assert forbidden >= 15
 
     # and nothing was created or deleted by those attempts
-    assert (await client.get("/v1/agents", headers=tenant.headers)).json()["data"] == [agent]
-    assert len((await client.get("/v1/keys", headers=tenant.headers)).json()["data"]) == 2
+    listed = (await client.get("/v1/agents", headers=tenant.headers)).json()["data"]
+    assert [(a["id"], a["updated_at"]) for a in listed] == [(agent["id"], agent["updated_at"])]
+    listed = (await client.get("/v1/keys", headers=tenant.headers, params={"limit": 1000})).json()
+    assert len(listed["data"]) == 1 + forbidden
 
 
 async def test_publishable_key_may_call_its_own_agent(client, tenant, agent) -> None:

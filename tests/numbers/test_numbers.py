@@ -248,3 +248,118 @@ async def test_racing_registrations_leave_exactly_one_default(client, tenant, is
     assert len(defaults) == 1
     if not is_default:  # the first to register is the default, and it said so
         assert [r.json()["phone_number"] for r in responses if r.json()["is_default"]] == defaults
+
+
+# --- PUT /v1/numbers/{e164}: label and default ------------------------------------------------
+
+
+async def put_number(
+    client: httpx.AsyncClient, tenant: TenantHandle, number: str, body: dict[str, Any]
+) -> httpx.Response:
+    return await client.put(f"/v1/numbers/{number}", json=body, headers=tenant.headers)
+
+
+async def test_put_changes_the_label(client, tenant) -> None:
+    await register_number(client, tenant, "+15559990000", label="old")
+    response = await put_number(client, tenant, "+15559990000", {"label": "main line"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {**response.json(), "label": "main line", "is_default": True}
+    assert (await listed(client, tenant))["+15559990000"]["label"] == "main line"
+    kept = await put_number(client, tenant, "%2B15559990000", {})
+    assert kept.json()["label"] == "main line"  # left out: kept
+    cleared = await put_number(client, tenant, "+15559990000", {"label": None})
+    assert cleared.json()["label"] is None
+
+
+async def test_put_is_default_moves_the_default(client, tenant, app) -> None:
+    await register_number(client, tenant, "+15559990000")
+    await register_number(client, tenant, "+15559990001", label="second")
+    response = await put_number(client, tenant, "+15559990001", {"is_default": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["is_default"] is True and response.json()["label"] == "second"
+    assert await default_of(client, tenant) == ["+15559990001"]
+    again = await put_number(client, tenant, "+15559990001", {"is_default": True})
+    assert again.status_code == 200
+    assert await default_of(client, tenant) == ["+15559990001"]
+    # is_default false on a number that is not the default changes nothing
+    other = await put_number(client, tenant, "+15559990000", {"is_default": False})
+    assert other.status_code == 200 and other.json()["is_default"] is False
+
+    # the new default is the caller ID of calls that name none
+    agent = await client.post("/v1/agents", json={"name": "a"}, headers=tenant.headers)
+    call = await client.post(
+        "/v1/calls/batch",
+        json={"agent_id": agent.json()["id"], "to": ["+15559990055"]},
+        headers=tenant.headers,
+    )
+    assert call.status_code == 202, call.text
+    fetched = await client.get(f"/v1/calls/{call.json()['id']}", headers=tenant.headers)
+    assert fetched.json()["participants"][0]["from_number"] == "+15559990001"
+
+
+async def test_put_is_default_false_on_the_default_is_409(client, tenant) -> None:
+    """A tenant with numbers always has a default: it is changed by making another number
+    the default, not by unsetting it."""
+    await register_number(client, tenant, "+15559990000", label="main")
+    await register_number(client, tenant, "+15559990001")
+    before = await listed(client, tenant)
+    response = await put_number(
+        client, tenant, "+15559990000", {"is_default": False, "label": "renamed"}
+    )
+    assert response.status_code == 409
+    assert error_code(response) == "default_number_required"
+    assert await listed(client, tenant) == before
+
+
+@pytest.mark.parametrize("number", ["+15559990099", "nonsense", "%2B15559990099"])
+async def test_put_unknown_is_404(client, tenant, number) -> None:
+    await register_number(client, tenant, "+15559990000")
+    response = await put_number(client, tenant, number, {"label": "x"})
+    assert response.status_code == 404
+    assert error_code(response) == "number_not_found"
+
+
+async def test_put_another_tenants_number_is_404_and_changes_nothing(
+    client, tenant, make_tenant
+) -> None:
+    await register_number(client, tenant, "+15559990000", label="A's")
+    await register_number(client, tenant, "+15559990001")
+    other = await make_tenant()
+    await register_number(client, other, "+15559990100")
+    before = await listed(client, tenant)
+    for body in ({"label": "B's"}, {"is_default": True}, {"is_default": False}):
+        response = await put_number(client, other, "+15559990001", body)
+        assert response.status_code == 404
+        assert error_code(response) == "number_not_found"
+    assert await listed(client, tenant) == before
+    assert await default_of(client, other) == ["+15559990100"]
+
+
+@pytest.mark.parametrize(
+    ("body", "locs"),
+    [
+        ({"label": "x" * 201}, [["label"]]),
+        ({"is_default": "maybe"}, [["is_default"]]),
+        ({"phone_number": "+15559990001"}, [["phone_number"]]),
+        ({"label": 5, "x": 1}, [["label"], ["x"]]),
+    ],
+    ids=["label-too-long", "not-a-bool", "number-is-the-path", "everything-wrong"],
+)
+async def test_put_bad_body_is_400(client, tenant, body, locs) -> None:
+    await register_number(client, tenant, "+15559990000", label="main")
+    response = await put_number(client, tenant, "+15559990000", body)
+    assert response.status_code == 400, response.text
+    assert error_code(response) == "validation_error"
+    assert sorted(d["loc"] for d in response.json()["error"]["details"]) == sorted(locs)
+    assert (await listed(client, tenant))["+15559990000"]["label"] == "main"
+
+
+async def test_racing_default_changes_leave_exactly_one_default(client, tenant) -> None:
+    numbers = [f"+1555999000{i}" for i in range(5)]
+    for n in numbers:
+        await register_number(client, tenant, n)
+    responses = await asyncio.gather(
+        *(put_number(client, tenant, n, {"is_default": True}) for n in numbers)
+    )
+    assert [r.status_code for r in responses] == [200] * 5
+    assert len(await default_of(client, tenant)) == 1

@@ -26,6 +26,9 @@ PLIVO_AUTH_ID = "MAODUZYTQ0Y2FMYJBLOW"
 PLIVO_TOKEN = "plivo-auth-token-for-tests"
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
 TWILIO_TOKEN = "twilio-auth-token-for-tests"
+LIVEKIT_KEY = "APIoutdialTests"
+LIVEKIT_SECRET = "livekit-api-secret-for-tests-" + "x" * 16
+LIVEKIT_TRUNK = "ST_outdialTrunk1"
 
 
 def carrier_settings(database_url: str, **overrides: Any) -> Settings:
@@ -138,3 +141,16 @@ async def dialer_through(
     )
     async with dialer_running(app, settings) as dialer:
         yield dialer
+
+
+def livekit_settings(database_url: str, livekit_url: str, **overrides: Any) -> Settings:
+    """The livekit provider against a (fake) LiveKit at `livekit_url`."""
+    return Settings(
+        database_url=database_url,
+        telephony_provider="livekit",
+        livekit_url=livekit_url,
+        livekit_api_key=LIVEKIT_KEY,
+        livekit_api_secret=LIVEKIT_SECRET,
+        livekit_sip_trunk_id=LIVEKIT_TRUNK,
+        **overrides,
+    )

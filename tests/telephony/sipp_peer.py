@@ -70,16 +70,19 @@ def _bound(port: int) -> bool:
 
 
 @asynccontextmanager
-async def sipp(scenario: str | Path, logs: Path, *args: str, calls: int = 1) -> AsyncIterator[Sipp]:
+async def sipp(
+    scenario: str | Path, logs: Path, *args: str, calls: int = 1, port: int | None = None
+) -> AsyncIterator[Sipp]:
     """Start sipp as a UAS with this scenario, its logs in the existing folder `logs`; yields
-    once it is listening. Killed on exit if it is still running."""
+    once it is listening (on `port`, if given: one a test has dialed with nothing there).
+    Killed on exit if it is still running."""
     require_sipp()
     path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
     for _ in range(5):
-        port = _free_udp_port()
+        chosen = port or _free_udp_port()
         process = await asyncio.create_subprocess_exec(
             "sipp",
-            *("-sf", str(path), "-i", HOST, "-p", str(port), "-m", str(calls)),
+            *("-sf", str(path), "-i", HOST, "-p", str(chosen), "-m", str(calls)),
             *("-nostdin", "-timeout", "30", "-timeout_error"),
             *("-trace_err", "-error_file", str(logs / "errors.log")),
             *("-trace_msg", "-message_file", str(logs / "messages.log")),
@@ -89,16 +92,16 @@ async def sipp(scenario: str | Path, logs: Path, *args: str, calls: int = 1) -> 
             cwd=logs,
         )
         for _ in range(200):
-            if _bound(port) or process.returncode is not None:
+            if _bound(chosen) or process.returncode is not None:
                 break
             await asyncio.sleep(0.01)
-        if process.returncode is None and _bound(port):
+        if process.returncode is None and _bound(chosen):
             break
         await process.wait()  # the port was taken in the meantime: try another
     else:
         raise RuntimeError("sipp did not start")
     try:
-        yield Sipp(process, port, logs)
+        yield Sipp(process, chosen, logs)
     finally:
         if process.returncode is None:
             process.kill()

@@ -3,8 +3,11 @@ each carrier end to end: a batch queued through the API, dialed by a running dia
 LOCAL FAKE carrier (tests/telephony/fakes.py, never the real service), its callbacks signed
 with the carrier's own algorithm (official SDKs) and posted → participants end right."""
 
+import json
 import time
+import xml.etree.ElementTree as ET
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -14,7 +17,8 @@ from sqlalchemy import select
 from outdial.app import create_app
 from outdial.config import Settings
 from outdial.dialer.models import DialAttempt
-from tests.conftest import error_code
+from outdial.telephony import twilio
+from tests.conftest import create_agent, error_code, register_number
 from tests.dialer.conftest import wait_until
 from tests.telephony.conftest import (
     dialer_through,
@@ -23,7 +27,7 @@ from tests.telephony.conftest import (
     post_twilio,
     twilio_signature,
 )
-from tests.telephony.fakes import FakePlivo
+from tests.telephony.fakes import FakePlivo, plivo_xml_problems, twiml_problems
 
 NUMBERS = {"human": "+15559990001", "busy": "+15559990002", "machine": "+15559990003"}
 
@@ -125,6 +129,28 @@ async def test_plivo_end_to_end(client, app, database_url, tenant, agent, fake_p
     assert stored[NUMBERS["busy"]].provider_call_id in fake_plivo.state  # its request uuid
 
 
+async def test_a_machine_answered_call_settled_by_reconciliation_ends_voicemail(
+    client, app, database_url, tenant, agent, fake_plivo
+) -> None:
+    """The answer said a machine picked up; its hangup callback never came (the end is
+    learnt by asking Plivo, whose records never say who answered): voicemail, not answered."""
+    call_id = await queue_batch(client, tenant, agent, [NUMBERS["machine"]])
+    async with dialer_through(app, database_url, "plivo", fake_plivo.url) as dialer:
+        await wait_until(lambda: _count(fake_plivo, 1))
+        [body] = [r.body for r in fake_plivo.of("POST", "/Call/")]
+        await post_plivo(client, body["answer_url"], {"CallUUID": "cu-vm", "Machine": "true"})
+        fake_plivo.records["cu-vm"] = {"answer_time": "2026-11-30 10:00:03", "call_duration": 21}
+        async with app.state.sessionmaker() as session:
+            attempt = await session.scalar(
+                select(DialAttempt).where(DialAttempt.call_id == call_id)
+            )
+        assert attempt.answered_by == "machine"
+        await dialer.reconciler.reconcile([attempt.id])
+        found = await participants(client, tenant, call_id)
+    p = found[NUMBERS["machine"]]
+    assert (p["status"], p["end_reason"], p["duration_seconds"]) == ("completed", "voicemail", 21)
+
+
 async def test_plivo_hang_up_asked_through_the_api_reaches_plivo(
     client, app, database_url, tenant, agent, fake_plivo
 ) -> None:
@@ -149,6 +175,8 @@ async def test_plivo_hang_up_asked_through_the_api_reaches_plivo(
     assert fake_plivo.problems == []
 
 
+# A forgery is refused before any storage is touched: the API's shape, one backend.
+@pytest.mark.one_backend
 @pytest.mark.parametrize("forgery", ["unsigned", "wrong_token", "tampered", "other_attempt"])
 async def test_forged_plivo_callbacks_are_403_and_change_nothing(
     client, app, database_url, tenant, agent, fake_plivo, forgery
@@ -265,6 +293,7 @@ async def test_twilio_end_to_end(client, app, database_url, tenant, agent, fake_
     }
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("forgery", ["unsigned", "wrong_token", "tampered"])
 async def test_forged_twilio_callbacks_are_403_and_change_nothing(
     client, app, database_url, tenant, agent, fake_twilio, forgery
@@ -318,7 +347,7 @@ async def _state_is(fake: FakePlivo, call_id: str, state: str) -> bool:
 
 
 async def _no_live_calls(dialer) -> bool:
-    return not dialer._live
+    return not dialer.live
 
 
 def _plivo_headers_for(url: str, params: dict[str, str]) -> dict[str, str]:
@@ -327,3 +356,79 @@ def _plivo_headers_for(url: str, params: dict[str, str]) -> dict[str, str]:
         "X-Plivo-Signature-V3": plivo_signature(url, params, nonce),
         "X-Plivo-Signature-V3-Nonce": nonce,
     }
+
+
+# --- a streaming agent: the answer connects its stream -------------------------------------------
+
+
+@pytest.mark.parametrize("carrier", ["plivo", "twilio"])
+async def test_the_answer_connects_a_streaming_agent(
+    client, app, database_url, tenant, carrier, fake_plivo, fake_twilio
+) -> None:
+    """Through the API and a running dialer: the answer callback of a call whose agent has a
+    stream_url answers the carrier's stream document, naming the call and participant as the
+    database has them (both backends); the documents pass the carrier's XML rules."""
+    await register_number(client, tenant, "+15559990000")
+    streaming = await create_agent(client, tenant, stream_url="wss://agent.example.com/s")
+    queued = await client.post(
+        "/v1/calls/batch",
+        json={
+            "agent_id": streaming["id"],
+            "recipients": [{"to": NUMBERS["human"], "metadata": {"name": "Ann"}}],
+            "variables": {"plan": "gold"},
+        },
+        headers=tenant.headers,
+    )
+    call_id = queued.json()["id"]
+    [participant] = (await participants(client, tenant, call_id)).values()
+    fake = fake_plivo if carrier == "plivo" else fake_twilio
+    async with dialer_through(app, database_url, carrier, fake.url):
+        await wait_until(lambda: _count(fake, 1))
+        assert fake.problems == []
+        if carrier == "plivo":
+            [body] = [r.body for r in fake_plivo.of("POST", "/Call/")]
+            answer = await post_plivo(client, body["answer_url"], {"CallUUID": "cu-1"})
+            assert plivo_xml_problems(answer.text) == []
+            [stream] = ET.fromstring(answer.text)
+            parameters = dict(parse_qsl(urlsplit(stream.text or "").query))
+            ended = (body["hangup_url"], {"CallUUID": "cu-1", "CallStatus": "completed"})
+        else:
+            [form] = [dict(r.body) for r in fake_twilio.of("POST", "/Calls.json")]
+            answer = await post_twilio(client, form["Url"], {"AnsweredBy": "human"})
+            assert twiml_problems(answer.text) == []
+            [[stream]] = ET.fromstring(answer.text)
+            parameters = {p.get("name"): p.get("value") for p in stream}
+            ended = (form["StatusCallback"], {"CallStatus": "completed", "CallDuration": "3"})
+        post = post_plivo if carrier == "plivo" else post_twilio
+        assert (await post(client, *ended)).status_code == 204
+        await wait_until(lambda: all_final(client, tenant, call_id))
+    assert answer.status_code == 200
+    assert parameters["call_id"] == call_id
+    assert parameters["participant_id"] == participant["id"]
+    assert parameters["agent_id"] == streaming["id"]
+    # Plivo's answer said nothing of a machine: unknown
+    assert parameters["answered_by"] == ("human" if carrier == "twilio" else "unknown")
+    assert json.loads(parameters["variables"]) == {"plan": "gold", "name": "Ann"}
+    assert parameters["attempt_id"].startswith("att")
+
+
+async def test_answers_without_a_stream_pass_the_carriers_rules(
+    client, app, database_url, tenant, agent, fake_plivo, fake_twilio
+) -> None:
+    """An agent without stream_url: the held line and the hang-up documents, as before."""
+    await queue_batch(client, tenant, agent, [NUMBERS["human"]])
+    async with dialer_through(app, database_url, "plivo", fake_plivo.url):
+        await wait_until(lambda: _count(fake_plivo, 1))
+        [body] = [r.body for r in fake_plivo.of("POST", "/Call/")]
+        held = await post_plivo(client, body["answer_url"], {"CallUUID": "cu-1"})
+        machine = await post_plivo(client, body["answer_url"], {"Machine": "true"})
+        await post_plivo(
+            client, body["hangup_url"], {"CallUUID": "cu-1", "CallStatus": "completed"}
+        )
+    for document in (held.text, machine.text):
+        assert plivo_xml_problems(document) == []
+    assert [c.tag for c in ET.fromstring(held.text)] == ["Wait"]
+    assert [c.tag for c in ET.fromstring(machine.text)] == ["Hangup"]
+    for params in ({}, {"AnsweredBy": "machine_start"}):
+        twiml = twilio.answer_twiml(params, voicemail_behavior="hangup")
+        assert twiml_problems(twiml) == []

@@ -3,9 +3,10 @@ on loopback — never the real service. The fake checks each request as Plivo do
 (path, basic auth, JSON fields) and records it. Signatures are checked against the official
 `plivo` package's V3 implementation."""
 
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 from hypothesis import given, settings
@@ -13,10 +14,11 @@ from hypothesis import strategies as st
 from plivo.utils.signature_v3 import validate_v3_signature
 
 from outdial.telephony import plivo
-from outdial.telephony.base import CallEvent, DialRequest
+from outdial.telephony.base import CallEvent, CarrierUnreachable, DialRequest
 from outdial.telephony.carrier import PlaceRefused
 from tests.telephony.conftest import PLIVO_AUTH_ID, PLIVO_TOKEN, PUBLIC_URL, plivo_signature
-from tests.telephony.fakes import FakePlivo
+from tests.telephony.fakes import FakePlivo, plivo_xml_problems
+from tests.telephony.stream_targets import TRICKY_VARIABLES, target
 
 
 async def _ignore(_: CallEvent) -> None:
@@ -124,7 +126,7 @@ async def test_a_refused_dial_ends_and_an_unsent_one_was_never_received(
         api_url="http://127.0.0.1:9",
         public_url=PUBLIC_URL,
     )
-    with pytest.raises(Exception):  # noqa: B017 - httpx.ConnectError, whatever its subclass
+    with pytest.raises(CarrierUnreachable):
         await nowhere.place(dial("att_unsent"))
     assert (await nowhere.lookup("att_unsent")).status == "never_received"
     assert (await nowhere.lookup("att_other")).status == "unknown"
@@ -274,3 +276,70 @@ def test_answer_callback_and_xml() -> None:
     assert [c.tag for c in hung] == ["Hangup"]
     kept = ET.fromstring(plivo.answer_xml(machine, voicemail_behavior="leave_message"))
     assert [c.tag for c in kept] == ["Wait"]
+
+
+# --- the agent's stream --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("machine", "behavior", "expected"),
+    [
+        ("false", "hangup", "human"),
+        (None, "hangup", "unknown"),
+        ("true", "leave_message", "machine"),
+    ],
+)
+def test_an_agent_with_a_stream_is_connected(machine, behavior, expected) -> None:
+    params = {"Machine": machine} if machine else {}
+    document = plivo.answer_xml(params, voicemail_behavior=behavior, stream=target())
+    assert plivo_xml_problems(document) == []
+    [stream] = ET.fromstring(document)
+    assert stream.tag == "Stream"
+    assert stream.attrib == {
+        "bidirectional": "true",
+        "keepCallAlive": "true",
+        "audioTrack": "inbound",
+        "contentType": "audio/x-mulaw;rate=8000",
+    }
+    url = urlsplit((stream.text or "").strip())
+    assert (url.scheme, url.netloc, url.path) == ("wss", "agent.example.com", "/stream")
+    # the stream URL's own query first, then the call's parameters
+    query = parse_qsl(url.query)
+    assert query[:2] == [("tenant", "acme"), ("v", "2")]
+    parameters = dict(query[2:])
+    assert json.loads(parameters.pop("variables")) == TRICKY_VARIABLES
+    assert parameters == {
+        "call_id": "call_1",
+        "participant_id": "participant_1",
+        "attempt_id": "att_1",
+        "agent_id": "0193f0c2-0000-7000-8000-000000000001",
+        "to": "+15559990001",
+        "from": "+15559990000",
+        "answered_by": expected,
+        "campaign_id": "cmp_1",
+    }
+
+
+def test_a_machine_is_hung_up_on_when_the_agent_says_so_even_with_a_stream() -> None:
+    document = plivo.answer_xml({"Machine": "true"}, voicemail_behavior="hangup", stream=target())
+    assert plivo_xml_problems(document) == []
+    assert [c.tag for c in ET.fromstring(document)] == ["Hangup"]
+
+
+def test_the_plivo_xml_check_catches_what_plivo_refuses() -> None:
+    bad = [
+        "<Response><Stream>ws://agent.example.com/s</Stream></Response>",
+        '<Response><Stream bidirectional="yes">wss://a.example.com</Stream></Response>',
+        '<Response><Stream bidirectional="true" audioTrack="both">wss://a.example.com</Stream>'
+        "</Response>",
+        '<Response><Stream keepCallAlive="true">wss://a.example.com</Stream></Response>',
+        '<Response><Stream contentType="audio/x-alaw;rate=8000">wss://a.example.com</Stream>'
+        "</Response>",
+        '<Response><Stream extraHeaders="to=+15559990001">wss://a.example.com</Stream></Response>',
+        '<Response><Stream streamTimeout="0">wss://a.example.com</Stream></Response>',
+        "<Response><Speak>hi</Speak></Response>",
+    ]
+    for document in bad:
+        assert plivo_xml_problems(document), document
+    fine = '<Response><Stream extraHeaders="a=1,b2=x">wss://a.example.com</Stream></Response>'
+    assert plivo_xml_problems(fine) == []

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -73,6 +74,11 @@ async def provider(recorder: Recorder, cdr: Path) -> AsyncIterator[SimulatedProv
 
 
 def cdr_lines(path: Path) -> list[dict[str, str]]:
+    """The dial lines of the CDR (media lines, `"kind": "media"`, left out)."""
+    return [line for line in all_cdr_lines(path) if "kind" not in line]
+
+
+def all_cdr_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 

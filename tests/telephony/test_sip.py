@@ -13,10 +13,11 @@ import pytest
 from pydantic import SecretStr
 
 from outdial.config import Settings
-from outdial.telephony import sip
-from outdial.telephony.base import CallEvent, DialRequest
+from outdial.telephony import sip, sip_transaction
+from outdial.telephony.base import CallEvent, CarrierUnreachable, DialRequest
 from outdial.telephony.registry import create_provider
-from outdial.telephony.sip import SipProvider, Trunk, outcome_of
+from outdial.telephony.sip import SipProvider, Trunk
+from outdial.telephony.sip_call import outcome_of
 from outdial.telephony.sip_message import (
     Challenge,
     SipMessage,
@@ -26,6 +27,7 @@ from outdial.telephony.sip_message import (
     param,
     parse,
     parse_challenge,
+    response_to,
     uri_of,
 )
 from tests.telephony.sipp_peer import Sipp, scenario_from_template, sipp
@@ -251,7 +253,7 @@ async def test_a_lost_invite_is_retransmitted_by_timer_a(
         await provider.hangup("att_sip")
         end = await ended(recorder, "att_sip")
         await assert_sipp_passed(peer)
-    assert sip.T1 * 0.9 <= answered_after < 2 * sip.T1
+    assert sip_transaction.T1 * 0.9 <= answered_after < 2 * sip_transaction.T1
     assert end.end_reason == "answered"
 
 
@@ -285,29 +287,41 @@ async def test_an_unanswered_invite_is_retransmitted_then_given_up_by_timer_b(
     silent_trunk: socket.socket,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sip, "T1", 0.05)
-    monkeypatch.setattr(sip, "TRANSACTION_TIMEOUT", 64 * 0.05)
+    monkeypatch.setattr(sip_transaction, "T1", 0.05)
+    monkeypatch.setattr(sip_transaction, "TRANSACTION_TIMEOUT", 64 * 0.05)
     provider = make_provider(f"sip:127.0.0.1:{silent_trunk.getsockname()[1]}")
     started = time.monotonic()
-    await provider.place(request())
-    end = await ended(recorder, "att_sip")
+    # Nothing ever came back: the trunk never took the call, which is no outcome of it.
+    with pytest.raises(CarrierUnreachable, match=r"answered nothing in 3\.2 s"):
+        await provider.place(request())
     elapsed = time.monotonic() - started
     invites = drain(silent_trunk)
-    assert (end.end_reason, end.talk_seconds) == ("carrier_error", 0)
     assert 3.2 <= elapsed < 4.5
     # Timer A: sent at 0, then T1, 2 T1, 4 T1... apart: 0, .05, .15, .35, .75, 1.55, 3.15 s.
     assert len(invites) == 7
     assert len(set(invites)) == 1, "a retransmission is the same message"
-    assert (await provider.lookup("att_sip")).status == "ended"
+    assert (await provider.lookup("att_sip")).status == "never_received"
+    await asyncio.sleep(0.05)
+    assert recorder.of("att_sip") == []
 
 
-async def test_the_attempt_is_named_in_the_invite(
+def answer(trunk: socket.socket, invite: bytes, to: tuple[str, int], status: int = 100) -> None:
+    """Send the UA a provisional response to this INVITE, as the trunk."""
+    reason = {100: "Trying", 180: "Ringing"}[status]
+    trunk.sendto(response_to(parse(invite), status, reason).encode(), to)
+
+
+async def test_place_returns_once_the_trunk_has_answered_and_the_attempt_is_named(
     silent_trunk: socket.socket, make_provider: MakeProvider
 ) -> None:
     provider = make_provider(f"sip:127.0.0.1:{silent_trunk.getsockname()[1]}")
-    call_id = await provider.place(request("att_named"))
+    placing = asyncio.create_task(provider.place(request("att_named")))
+    sent = await receive(silent_trunk)
     await asyncio.sleep(0.05)
-    invite = parse(drain(silent_trunk)[0])
+    assert not placing.done()  # the trunk has not answered yet
+    answer(silent_trunk, sent, provider.local_address)
+    call_id = await asyncio.wait_for(placing, 1.0)
+    invite = parse(sent)
     assert (
         invite.method == "INVITE"
         and invite.uri == f"sip:{TO}@127.0.0.1:{silent_trunk.getsockname()[1]}"
@@ -326,8 +340,11 @@ async def test_requests_from_the_trunk_outside_a_dialog_are_answered(
     silent_trunk: socket.socket, make_provider: MakeProvider
 ) -> None:
     provider = make_provider(f"sip:127.0.0.1:{silent_trunk.getsockname()[1]}")
-    await provider.place(request())
-    ringing_call_id = parse(await receive(silent_trunk)).call_id
+    placing = asyncio.create_task(provider.place(request()))
+    invite = await receive(silent_trunk)
+    answer(silent_trunk, invite, provider.local_address, 180)
+    await asyncio.wait_for(placing, 1.0)
+    ringing_call_id = parse(invite).call_id
 
     async def ask(method: str, call_id: str) -> SipMessage:
         silent_trunk.sendto(
@@ -365,11 +382,11 @@ async def test_lookup_never_claims_an_unseen_attempt_was_not_received(
     assert (await provider.lookup("att_other_process")).status == "unknown"
 
 
-async def test_an_attempt_whose_invite_could_not_be_sent_was_never_received(
+async def test_a_trunk_whose_name_does_not_resolve_never_received_the_attempt(
     make_provider: MakeProvider,
 ) -> None:
     provider = make_provider("sip:trunk.invalid:5060")
-    with pytest.raises(OSError):
+    with pytest.raises(CarrierUnreachable, match=r"trunk\.invalid:5060 cannot be reached"):
         await provider.place(request("att_unsent"))
     assert (await provider.lookup("att_unsent")).status == "never_received"
 

@@ -3,6 +3,7 @@ HTTP on loopback — never the real service. The fake checks each request as Twi
 it (path, basic auth, form fields) and records it. Signatures are checked against the
 official `twilio` package's RequestValidator."""
 
+import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +17,8 @@ from outdial.telephony import twilio
 from outdial.telephony.base import CallEvent, DialRequest
 from outdial.telephony.carrier import PlaceRefused
 from tests.telephony.conftest import PUBLIC_URL, TWILIO_SID, TWILIO_TOKEN, twilio_signature
-from tests.telephony.fakes import FakeTwilio
+from tests.telephony.fakes import FakeTwilio, twiml_problems
+from tests.telephony.stream_targets import TRICKY_VARIABLES, target
 
 
 async def _ignore(_: CallEvent) -> None:
@@ -214,3 +216,68 @@ def test_answered_by_a_machine_is_marked_and_the_twiml_follows_the_agent() -> No
     assert kept.tag == "Response" and [c.tag for c in kept] == ["Pause"]
     human = ET.fromstring(twilio.answer_twiml({"AnsweredBy": "human"}, voicemail_behavior="hangup"))
     assert [c.tag for c in human] == ["Pause"]
+
+
+# --- the agent's stream --------------------------------------------------------------------------
+
+
+def stream_parameters(document: str) -> tuple[str, dict[str, str]]:
+    [connect] = ET.fromstring(document)
+    [stream] = connect
+    assert (connect.tag, stream.tag) == ("Connect", "Stream")
+    return stream.get("url", ""), {p.get("name", ""): p.get("value", "") for p in stream}
+
+
+@pytest.mark.parametrize(
+    ("answered_by", "behavior", "expected"),
+    [
+        ("human", "hangup", "human"),
+        ("", "hangup", "unknown"),
+        ("unknown", "leave_message", "unknown"),
+        ("machine_end_beep", "leave_message", "machine"),
+        ("fax", "leave_message", "machine"),
+    ],
+)
+def test_an_agent_with_a_stream_is_connected(answered_by, behavior, expected) -> None:
+    params = {"AnsweredBy": answered_by} if answered_by else {}
+    document = twilio.answer_twiml(params, voicemail_behavior=behavior, stream=target())
+    assert twiml_problems(document) == []
+    url, parameters = stream_parameters(document)
+    # Twilio takes no query string on a stream URL: its parameters become <Parameter>s
+    assert url == "wss://agent.example.com/stream"
+    assert json.loads(parameters.pop("variables")) == TRICKY_VARIABLES
+    assert parameters == {
+        "tenant": "acme",
+        "v": "2",
+        "call_id": "call_1",
+        "participant_id": "participant_1",
+        "attempt_id": "att_1",
+        "agent_id": "0193f0c2-0000-7000-8000-000000000001",
+        "to": "+15559990001",
+        "from": "+15559990000",
+        "answered_by": expected,
+        "campaign_id": "cmp_1",
+    }
+
+
+def test_a_machine_is_hung_up_on_when_the_agent_says_so_even_with_a_stream() -> None:
+    document = twilio.answer_twiml(
+        {"AnsweredBy": "machine_start"}, voicemail_behavior="hangup", stream=target()
+    )
+    assert twiml_problems(document) == []
+    assert [c.tag for c in ET.fromstring(document)] == ["Hangup"]
+
+
+def test_the_twiml_check_catches_what_twilio_refuses() -> None:
+    bad = [
+        '<Response><Connect><Stream url="ws://agent.example.com/s"/></Connect></Response>',
+        '<Response><Connect><Stream url="wss://agent.example.com/s?x=1"/></Connect></Response>',
+        '<Response><Connect><Stream url="wss://a.example.com"><Parameter value="v"/></Stream>'
+        "</Connect></Response>",
+        "<Response><Connect/></Response>",
+        "<Response><Say>hi</Say></Response>",
+        "<Reply/>",
+        "<Response>",
+    ]
+    for document in bad:
+        assert twiml_problems(document), document
