@@ -2,8 +2,13 @@
 
 Starts `outdial api` (uvicorn, one process) on a fresh SQLite file and on a fresh PostgreSQL
 database, then sends batches one after another from one client and prints p50/p99 latency and
-recipients queued per second.  Run: `.venv/bin/python bench/batch_api.py [--batches N]`.
-Targets (issue 2): p50 <= 25 ms for 500 recipients, >= 20,000 recipients/s on one process.
+recipients queued per second. Yardstick in the same run, on the same PostgreSQL server:
+pgqueuer enqueueing the same number of no-op jobs, 500 per call (one `enqueue` of 500, as one
+batch is 500 recipients), one after another from one client: jobs per second.
+
+Run: `.venv/bin/python bench/batch_api.py [--batches N]` (pgqueuer from
+`pip install -e '.[bench]'`). Targets: p50 <= 25 ms for 500 recipients (issue 2); recipients
+per second >= 0.75 x pgqueuer's enqueue rate (issue 15).
 """
 
 import argparse
@@ -93,6 +98,26 @@ def run(database_url: str, batches: int, warmup: int) -> dict[str, float]:
     }
 
 
+async def pgqueuer_enqueue_rate(url: str, batches: int, warmup: int) -> float:
+    """pgqueuer queueing `batches` x 500 no-op jobs, one call of 500 at a time: jobs/s."""
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries
+
+    conn = await asyncpg.connect(url)
+    try:
+        queries = Queries(AsyncpgDriver(conn))
+        await queries.install()
+        names, payloads, priorities = ["noop"] * RECIPIENTS, [None] * RECIPIENTS, [0] * RECIPIENTS
+        started = time.perf_counter()
+        for i in range(warmup + batches):
+            if i == warmup:
+                started = time.perf_counter()
+            await queries.enqueue(names, payloads, priorities)
+        return batches * RECIPIENTS / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=200)
@@ -100,22 +125,29 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
     print(f"{RECIPIENTS} recipients per batch, {args.batches} batches, one client, one server")
+    name, url = asyncio.run(create_pg_database())
+    try:
+        yardstick = asyncio.run(pgqueuer_enqueue_rate(url, args.batches, args.warmup))
+    finally:
+        asyncio.run(drop_pg_database(name))
+    print(f"yardstick: pgqueuer enqueue, 500 jobs a call: {yardstick:9,.0f} jobs/s")
     if args.backend in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             figures = run(f"sqlite:///{Path(tmp) / 'bench.db'}", args.batches, args.warmup)
-        print_figures("sqlite", figures)
+        print_figures("sqlite", figures, yardstick)
     if args.backend in ("postgresql", "both"):
         name, url = asyncio.run(create_pg_database())
         try:
-            print_figures("postgresql", run(url, args.batches, args.warmup))
+            print_figures("postgresql", run(url, args.batches, args.warmup), yardstick)
         finally:
             asyncio.run(drop_pg_database(name))
 
 
-def print_figures(backend: str, f: dict[str, float]) -> None:
+def print_figures(backend: str, f: dict[str, float], yardstick: float) -> None:
     print(
         f"{backend:>10}: p50 {f['p50_ms']:6.1f} ms   p99 {f['p99_ms']:6.1f} ms   "
-        f"{f['recipients_per_s']:9,.0f} recipients/s"
+        f"{f['recipients_per_s']:9,.0f} recipients/s = "
+        f"{f['recipients_per_s'] / yardstick:.2f} x pgqueuer's enqueue"
     )
 
 

@@ -1,4 +1,5 @@
-"""Benchmark: `next_allowed_at` per call, window open and closed.
+"""Benchmark: `next_allowed_at` per call, window open and closed, with state rules where a row
+says so.
 
 Run: `.venv/bin/python bench/dialer_windows.py`. The dialer calls it for every job it claims.
 "warm": the steady state, the number's zones and the day's intervals cached. "new number": the
@@ -12,17 +13,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from outdial.calls.schemas import CallingWindow
-from outdial.dialer import windows
+from outdial.dialer import state_rules, windows
 
 CASES = [
-    ("+1555 -> fallback (1 zone)", "+15551234567"),
-    ("+1775 Nevada (2 zones)", "+17755551234"),
-    ("+1800 toll-free (42 zones)", "+18005551234"),
+    ("+1555 -> fallback (1 zone)", "+15551234567", False),
+    ("+1775 Nevada (2 zones)", "+17755551234", False),
+    ("+1800 toll-free (42 zones)", "+18005551234", False),
+    ("+1555, state rules", "+15551234567", True),
+    ("+1850 Florida, state rules", "+18505551234", True),
 ]
 OPEN = datetime(2024, 7, 10, 22, 30, tzinfo=UTC)  # 08:30 Guam, 11:30 Pago Pago, 15:30 Pacific
 CLOSED = datetime(2024, 7, 10, 6, 0, tzinfo=UTC)  # before 08:00 in all of them
-NEW_NUMBER: tuple[Any, ...] = (windows._number_zones,)
-NEW_DAY: tuple[Any, ...] = (windows._allowed, windows._zone_allowed)
+NEW_NUMBER: tuple[Any, ...] = (windows._number_zones, windows._judged, state_rules.state_of)
+NEW_DAY: tuple[Any, ...] = (windows._allowed, windows._rules_allowed, windows._zone_allowed)
 
 
 def per_call_us(call: Callable[[], object], clear: tuple[Any, ...]) -> float:
@@ -42,14 +45,14 @@ def main() -> None:
         f"{'us per call':28}"
         + "".join(f"{c + ' ' + n:>20}" for c, _ in columns for n in ("open", "closed"))
     )
-    for label, number in CASES:
+    for label, number, rules in CASES:
         cells = []
         for _, clear in columns:
             for now in (OPEN, CLOSED):
 
-                def call(now: datetime = now, number: str = number) -> object:
+                def call(now: datetime = now, number: str = number, rules: bool = rules) -> object:
                     return windows.next_allowed_at(
-                        window, number=number, contact_timezone=None, now=now
+                        window, number=number, contact_timezone=None, now=now, state_rules=rules
                     )
 
                 cells.append(f"{per_call_us(call, clear):>20.1f}")
