@@ -1,14 +1,21 @@
-"""A dialer whose database is unreachable says so once per loop, not once per round."""
+"""A dialer whose database is unreachable says so once per loop, not once per round, and
+still stops when told to."""
 
 import asyncio
 import logging
+import sqlite3
+import time
+from pathlib import Path
 
 import pytest
 
+from outdial import migrate
 from outdial.config import Settings
 from outdial.db import create_engine, create_sessionmaker
 from outdial.dialer.failures import FailureWindow
+from outdial.dialer.live import LiveCalls
 from outdial.dialer.worker import Dialer
+from outdial.dialer.writer import EventWriter, Withdrawn
 from outdial.wiring import plug_all
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/nowhere"  # port 9 (discard): nothing listens
@@ -57,3 +64,52 @@ def test_a_failure_window_sums_up_when_it_ends(caplog: pytest.LogCaptureFixture)
     assert lines[1].startswith("the loop recovered after 5 failures in ")
     assert lines[2] == "the loop failing: OSError: again"
     assert len(lines) == 3
+
+
+async def test_a_dialer_stopping_without_its_database_exits_after_a_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It used to retry its unwritten events forever and never exit. Giving up loses
+    nothing: its lease lapses and another dialer reconciles those attempts."""
+    plug_all()
+    settings = Settings(
+        database_url=UNREACHABLE,
+        dialer_poll_seconds=0.02,
+        dialer_lease_seconds=0.6,
+        dialer_pacing_horizon_seconds=0.2,
+    )
+    engine = create_engine(settings.database_url)
+    stop = asyncio.Event()
+    dialer = Dialer(create_sessionmaker(engine), settings)
+    with caplog.at_level(logging.INFO, logger="outdial"):
+        running = asyncio.create_task(dialer.run(stop))
+        await dialer.writer.put(Withdrawn("att_never_written"))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    await engine.dispose()
+    [gave_up] = [r for r in caplog.records if "unwritten" in r.getMessage()]
+    assert gave_up.levelno == logging.ERROR
+    assert "1 call events unwritten" in gave_up.getMessage()
+
+
+async def test_a_slow_database_is_waited_for(tmp_path: Path) -> None:
+    """The writer gives up on a database whose writes fail, not on one that is slow: here
+    another connection holds SQLite's write lock for longer than `give_up_after`."""
+    url = f"sqlite:///{tmp_path / 'outdial.db'}"
+    await migrate.upgrade(url)
+    engine = create_engine(url)
+    writer = EventWriter(create_sessionmaker(engine), LiveCalls())
+    writing = asyncio.create_task(writer.run())
+    holder = sqlite3.connect(tmp_path / "outdial.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        await writer.put(Withdrawn("att_slow"))
+        asyncio.get_running_loop().call_later(1.5, holder.execute, "COMMIT")
+        started = time.monotonic()
+        assert await writer.drained(give_up_after=0.5) == 0
+        assert time.monotonic() - started >= 1.4  # it waited out the lock
+    finally:
+        writing.cancel()
+        holder.close()
+        await engine.dispose()

@@ -123,7 +123,7 @@ class Dialer:
             await claiming
         await self.placer.hand_back()
         await self._finish_live_calls()
-        await self.writer.drained()
+        await self._write_what_is_left()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -164,6 +164,20 @@ class Dialer:
                     await asyncio.wait_for(self._wake.wait(), timeout=pause)
                 except TimeoutError:
                     pass
+
+    async def _write_what_is_left(self) -> None:
+        """Wait for the writer to drain, unless its writes have failed for a whole lease: a
+        dialer whose database is gone would otherwise never exit. What it could not write is
+        not lost: its lease lapses, and another dialer asks the provider what became of those
+        attempts, as it does for a dialer that died."""
+        unwritten = await self.writer.drained(give_up_after=self.settings.dialer_lease_seconds)
+        if unwritten:
+            log.error(
+                "dialer %s stopping with %d call events unwritten (database unreachable); "
+                "another dialer reconciles their attempts once this dialer's lease lapses",
+                self.id,
+                unwritten,
+            )
 
     async def _finish_live_calls(self) -> None:
         if await self.live.all_ended(self.settings.dialer_shutdown_grace_seconds):

@@ -45,20 +45,38 @@ Item = CallEvent | Placed | Withdrawn
 
 class EventWriter:
     """Batches provider events, placements and withdrawals into the database. A batch that
-    fails to write is queued again: an event is never dropped."""
+    fails to write is queued again: while the dialer runs, an event is never dropped (for a
+    dialer stopping without its database, see `Dialer._write_what_is_left`)."""
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], live: LiveCalls) -> None:
         self.sessionmaker = sessionmaker
         self.live = live
         self._items: asyncio.Queue[Item] = asyncio.Queue()
+        self._writing: list[Item] = []
+        # When writing began to fail (the event loop's clock), while no write has succeeded
+        # since: how `drained` tells a database that is gone from one that is slow.
+        self._failing_since: float | None = None
 
     async def put(self, item: Item) -> None:
         """Queue one item for the next batch (the provider's event sink)."""
         await self._items.put(item)
 
-    async def drained(self) -> None:
-        """Wait until everything queued so far has been written."""
-        await self._items.join()
+    async def drained(self, *, give_up_after: float) -> int:
+        """Wait until everything queued so far has been written, or until writing has failed
+        without a success in between for `give_up_after` seconds (a slow database is waited
+        for, a gone one is not); answers how many items are still unwritten (0 once
+        drained)."""
+        loop = asyncio.get_running_loop()
+        joined = asyncio.ensure_future(self._items.join())
+        try:
+            while not joined.done():
+                await asyncio.wait({joined}, timeout=give_up_after / 4)
+                failing_since = self._failing_since
+                if failing_since is not None and loop.time() - failing_since >= give_up_after:
+                    return self._items.qsize() + len(self._writing)
+            return 0
+        finally:
+            joined.cancel()
 
     async def run(self) -> None:
         """Write batches until cancelled."""
@@ -68,16 +86,22 @@ class EventWriter:
             await asyncio.sleep(LINGER_SECONDS)
             while len(batch) < WRITE_BATCH and not self._items.empty():
                 batch.append(self._items.get_nowait())
+            self._writing = batch
             try:
                 await self._write(batch)
             except Exception as exc:
                 failures.failed(exc)  # and retried: an event is never dropped
+                if self._failing_since is None:
+                    self._failing_since = asyncio.get_running_loop().time()
+                self._writing = []  # back in the queue, counted there
                 for item in batch:
                     self._items.put_nowait(item)
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
             else:
                 failures.succeeded()
+                self._failing_since = None
             finally:
+                self._writing = []
                 for _ in batch:
                     self._items.task_done()
 
