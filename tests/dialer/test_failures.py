@@ -5,11 +5,10 @@ import asyncio
 import logging
 import sqlite3
 import time
-from pathlib import Path
 
+import asyncpg
 import pytest
 
-from outdial import migrate
 from outdial.config import Settings
 from outdial.db import create_engine, create_sessionmaker
 from outdial.dialer.failures import FailureWindow
@@ -93,23 +92,44 @@ async def test_a_dialer_stopping_without_its_database_exits_after_a_lease(
     assert "1 call events unwritten" in gave_up.getMessage()
 
 
-async def test_a_slow_database_is_waited_for(tmp_path: Path) -> None:
+async def test_a_slow_database_is_waited_for(database_url: str) -> None:
     """The writer gives up on a database whose writes fail, not on one that is slow: here
-    another connection holds SQLite's write lock for longer than `give_up_after`."""
-    url = f"sqlite:///{tmp_path / 'outdial.db'}"
-    await migrate.upgrade(url)
-    engine = create_engine(url)
+    another connection holds a lock the write needs for longer than `give_up_after`."""
+    engine = create_engine(database_url)
     writer = EventWriter(create_sessionmaker(engine), LiveCalls())
     writing = asyncio.create_task(writer.run())
-    holder = sqlite3.connect(tmp_path / "outdial.db", isolation_level=None)
+    locked = asyncio.Event()
+    holding = asyncio.create_task(hold_write_lock(database_url, seconds=1.5, locked=locked))
     try:
-        holder.execute("BEGIN IMMEDIATE")
-        await writer.put(Withdrawn("att_slow"))
-        asyncio.get_running_loop().call_later(1.5, holder.execute, "COMMIT")
+        await locked.wait()
+        await writer.put(Withdrawn("att_slow"))  # read from dial_attempts, then written
         started = time.monotonic()
         assert await writer.drained(give_up_after=0.5) == 0
-        assert time.monotonic() - started >= 1.4  # it waited out the lock
+        assert time.monotonic() - started >= 1.3  # it waited out the lock
+        await holding
     finally:
+        holding.cancel()
         writing.cancel()
-        holder.close()
         await engine.dispose()
+
+
+async def hold_write_lock(database_url: str, *, seconds: float, locked: asyncio.Event) -> None:
+    """Hold SQLite's write lock, or every lock on PostgreSQL's dial_attempts, for `seconds`."""
+    if database_url.startswith("sqlite"):
+        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            locked.set()
+            await asyncio.sleep(seconds)
+            holder.execute("COMMIT")
+        finally:
+            holder.close()
+        return
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with connection.transaction():
+            await connection.execute("LOCK TABLE dial_attempts IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            await asyncio.sleep(seconds)
+    finally:
+        await connection.close()
