@@ -173,8 +173,8 @@ class Dialer:
         unwritten = await self.writer.drained(give_up_after=self.settings.dialer_lease_seconds)
         if unwritten:
             log.error(
-                "dialer %s stopping with %d call events unwritten (database unreachable); "
-                "another dialer reconciles their attempts once this dialer's lease lapses",
+                "dialer %s stopping with %d call events unwritten: its writes failed for a "
+                "whole lease; another dialer reconciles their attempts once its lease lapses",
                 self.id,
                 unwritten,
             )
